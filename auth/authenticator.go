@@ -1,0 +1,86 @@
+package auth
+
+import (
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// TokenChecker is what an Authenticator needs from a token source.
+type TokenChecker interface {
+	Contains(token string) bool
+}
+
+// Authenticator decides whether a credential is accepted and logs refusals,
+// throttled, so that a flood of bad attempts cannot flood the log.
+type Authenticator struct {
+	tokens TokenChecker
+	log    *slog.Logger
+	limit  rejectLimiter
+}
+
+// NewAuthenticator returns an Authenticator over tokens that logs refusals
+// to log.
+func NewAuthenticator(tokens TokenChecker, log *slog.Logger) *Authenticator {
+	return &Authenticator{tokens: tokens, log: log, limit: rejectLimiter{perWindow: 10, window: time.Second}}
+}
+
+// Authenticate checks credentials of the form "<scheme> <token>". It returns
+// nil, ErrUnrecognizedScheme or ErrUnauthenticated. remote (the peer's
+// address) and via (the transport) only label the log line; the credential
+// itself is never logged.
+func (a *Authenticator) Authenticate(credentials, remote, via string) error {
+	_, token, err := ParseCredentials(credentials)
+	if err == nil && !a.tokens.Contains(token) {
+		err = ErrUnauthenticated
+	}
+	if err != nil {
+		a.logRejected(err, remote, via)
+	}
+	return err
+}
+
+func (a *Authenticator) logRejected(err error, remote, via string) {
+	ok, suppressed := a.limit.allow(time.Now())
+	if suppressed > 0 {
+		a.log.Warn("authentication refusals suppressed", "count", suppressed)
+	}
+	if !ok {
+		return
+	}
+	reason := "unauthenticated"
+	if errors.Is(err, ErrUnrecognizedScheme) {
+		reason = "unrecognized scheme"
+	}
+	a.log.Warn("authentication refused", "remote", remote, "via", via, "reason", reason)
+}
+
+// rejectLimiter allows perWindow log lines per window and counts the rest,
+// so that the next allowed line can say how many were left out.
+type rejectLimiter struct {
+	perWindow int
+	window    time.Duration
+
+	mu         sync.Mutex
+	start      time.Time
+	used       int
+	suppressed int
+}
+
+// allow reports whether a line may be written now, and how many lines were
+// suppressed since the last report (to be reported once, now).
+func (l *rejectLimiter) allow(now time.Time) (ok bool, suppressed int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.start) >= l.window {
+		suppressed, l.suppressed = l.suppressed, 0
+		l.start, l.used = now, 0
+	}
+	if l.used >= l.perWindow {
+		l.suppressed++
+		return false, suppressed
+	}
+	l.used++
+	return true, suppressed
+}

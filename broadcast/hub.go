@@ -1,0 +1,237 @@
+// Package broadcast owns the subscribing side: the hub that knows who is
+// subscribed to what and fans each event out, and the WebSocket connections
+// with their bounded queues, writers and readers.
+package broadcast
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrClosed is returned by Publish once the hub has begun to shut down.
+var ErrClosed = errors.New("broadcast hub is closed")
+
+// Options are the hub's limits and timings.
+type Options struct {
+	// QueueMaxBytes bounds the bytes queued for one subscriber; a subscriber
+	// that falls this far behind is cut off as a slow consumer.
+	QueueMaxBytes int
+	// WriteTimeout bounds one write to a subscriber's socket.
+	WriteTimeout time.Duration
+	// PingInterval is how often subscribers are pinged. A subscriber that
+	// sends nothing, not even a pong, for 1.5 intervals is dropped.
+	PingInterval time.Duration
+	// InitTimeout is how long a new connection may take to send a
+	// successful init.
+	InitTimeout time.Duration
+	// MaxMessageBytes bounds a message from a subscriber.
+	MaxMessageBytes int64
+	// MaxSubscriptions bounds the event names one connection subscribes to.
+	MaxSubscriptions int
+	Log              *slog.Logger
+}
+
+// Authenticator checks a subscriber's credentials.
+type Authenticator interface {
+	Authenticate(credentials, remote, via string) error
+}
+
+// Hub holds the subscriptions and fans events out. Its zero value is not
+// usable; create it with NewHub and stop it with Close.
+type Hub struct {
+	opts Options
+	auth Authenticator
+
+	// pubMu orders publishes: it is held for a whole fan-out, so every
+	// subscriber sees one and the same order of events, across event names
+	// too. It guards topics. (A lock per group of names would let
+	// publishes of different names run in parallel, but then two
+	// subscribers of both names could see them interleaved differently;
+	// the fan-out under it is a few nanoseconds per subscriber, so one
+	// lock is not what limits throughput; see the README's figures.)
+	pubMu  sync.Mutex
+	topics map[string]*topic
+
+	mu      sync.Mutex // guards clients and closed
+	clients map[*client]struct{}
+	closed  bool
+	closing atomic.Bool // read by Publish without taking mu
+
+	readers sync.WaitGroup // one per connection; see client.run
+	stop    chan struct{}  // ends the ping loop
+	pinger  sync.WaitGroup
+}
+
+// topic is the set of subscribers of one event name.
+type topic struct {
+	members map[*client]struct{}
+	// list is members as a slice, for fan-out without map iteration; it is
+	// rebuilt on the first publish after a change (nil means stale).
+	list []*client
+}
+
+// NewHub returns a running hub; it pings subscribers until Close.
+func NewHub(a Authenticator, opts Options) *Hub {
+	h := &Hub{
+		opts:    opts,
+		auth:    a,
+		topics:  make(map[string]*topic),
+		clients: make(map[*client]struct{}),
+		stop:    make(chan struct{}),
+	}
+	h.pinger.Add(1)
+	go h.pingLoop()
+	return h
+}
+
+// Publish queues event with data to every current subscriber of event. It
+// never waits for a subscriber: a full queue cuts that subscriber off.
+// data must be valid JSON; it is relayed as is.
+func (h *Hub) Publish(event string, data json.RawMessage) error {
+	if h.closing.Load() {
+		return ErrClosed
+	}
+	h.pubMu.Lock()
+	defer h.pubMu.Unlock()
+	t := h.topics[event]
+	if t == nil {
+		return nil
+	}
+	f := eventFrame(event, data)
+	if t.list == nil {
+		t.list = make([]*client, 0, len(t.members))
+		for c := range t.members {
+			t.list = append(t.list, c)
+		}
+	}
+	for _, c := range t.list {
+		c.enqueue(f)
+	}
+	return nil
+}
+
+// subscribe adds c to the topics of events (which the caller has made
+// distinct and new for c).
+func (h *Hub) subscribe(c *client, events []string) {
+	h.pubMu.Lock()
+	defer h.pubMu.Unlock()
+	for _, e := range events {
+		t := h.topics[e]
+		if t == nil {
+			t = &topic{members: make(map[*client]struct{})}
+			h.topics[e] = t
+		}
+		t.members[c] = struct{}{}
+		t.list = nil
+	}
+}
+
+// unsubscribe removes c from the topics of events; empty topics go away.
+func (h *Hub) unsubscribe(c *client, events map[string]struct{}) {
+	h.pubMu.Lock()
+	defer h.pubMu.Unlock()
+	for e := range events {
+		if t := h.topics[e]; t != nil {
+			delete(t.members, c)
+			t.list = nil
+			if len(t.members) == 0 {
+				delete(h.topics, e)
+			}
+		}
+	}
+}
+
+// register adds a new connection; it fails once the hub is closing.
+func (h *Hub) register(c *client) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	h.clients[c] = struct{}{}
+	h.readers.Add(1)
+	return true
+}
+
+func (h *Hub) deregister(c *client) {
+	h.mu.Lock()
+	delete(h.clients, c)
+	h.mu.Unlock()
+}
+
+func (h *Hub) snapshot() []*client {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	cs := make([]*client, 0, len(h.clients))
+	for c := range h.clients {
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+// pingFrame is shared by every ping: pings carry no payload.
+var pingFrame = controlFrame(opPing, nil)
+
+func (h *Hub) pingLoop() {
+	defer h.pinger.Done()
+	t := time.NewTicker(h.opts.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-t.C:
+			for _, c := range h.snapshot() {
+				c.enqueue(pingFrame)
+			}
+		}
+	}
+}
+
+// Close stops the hub: new connections and publishes are refused, every
+// subscriber is sent close 1001 "going away", and Close waits for the
+// connections to end. When ctx ends first, the remaining connections are
+// cut without ceremony and ctx's error is returned.
+func (h *Hub) Close(ctx context.Context) error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	h.closing.Store(true)
+	h.mu.Unlock()
+	close(h.stop)
+	h.pinger.Wait()
+
+	for _, c := range h.snapshot() {
+		c.close(closeGoingAway, "going away")
+	}
+	done := make(chan struct{})
+	go func() {
+		h.readers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		for _, c := range h.snapshot() {
+			c.abort()
+		}
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Subscribers reports the number of open connections.
+func (h *Hub) Subscribers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.clients)
+}

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/gorilla/websocket"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestInitCodes(t *testing.T) {
+	s := startServer(t, map[string]string{"MAX_SUBSCRIPTIONS": "3"})
+	good := "Basic " + testToken
+	cases := []struct {
+		name, msg, code string
+	}{
+		{"not json", `hello`, "INVALID_SYNTAX"},
+		{"truncated", `{"events":["a"]`, "INVALID_SYNTAX"},
+		{"array", `["a"]`, "INVALID_SYNTAX"},
+		{"string", `"a"`, "INVALID_SYNTAX"},
+		{"null", `null`, "INVALID_SYNTAX"},
+		{"invalid utf-8", "{\"events\":[\"\xff\"]}", "INVALID_SYNTAX"},
+		{"no events", `{"authentication":"` + good + `"}`, "INVALID_EVENTS_MISSING"},
+		{"events null", `{"authentication":"` + good + `","events":null}`, "INVALID_EVENTS_MISSING"},
+		{"events string", `{"authentication":"` + good + `","events":"a"}`, "INVALID_EVENTS_MISSING"},
+		{"events numbers", `{"authentication":"` + good + `","events":[1]}`, "INVALID_EVENTS_MISSING"},
+		{"events object", `{"authentication":"` + good + `","events":{}}`, "INVALID_EVENTS_MISSING"},
+		{"no authentication", `{"events":["a"]}`, "UNAUTHENTICATED"},
+		{"authentication not string", `{"authentication":1,"events":["a"]}`, "UNAUTHENTICATED"},
+		{"wrong token", initMsg("Basic wrong-token-0123456789", "a"), "UNAUTHENTICATED"},
+		{"short token", initMsg("Basic short", "a"), "UNAUTHENTICATED"},
+		{"bearer", initMsg("Bearer "+testToken, "a"), "AUTH_UNRECOGNIZED_SCHEME"},
+		{"too many", initMsg(good, "a", "b", "c", "d"), "INVALID_EVENTS_TOO_MANY"},
+		{"ok", initMsg(good, "a", "b"), "OK"},
+		{"ok empty", initMsg(good), "OK"},
+		{"ok with unknown keys", `{"authentication":"` + good + `","events":["a"],"since":"1"}`, "OK"},
+		{"ok duplicates within limit", initMsg(good, "a", "a", "b", "b", "c"), "OK"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := s.dial()
+			got := sendInit(t, c, tc.msg)
+			assert.Equal(t, `{"type":"init","code":"`+tc.code+`"}`, got)
+		})
+	}
+}
+
+func TestFailedInitGetsNothingThenRetrySubscribes(t *testing.T) {
+	s := startServer(t, nil)
+	c := s.dial()
+	require.Equal(t, `{"type":"init","code":"UNAUTHENTICATED"}`, sendInit(t, c, initMsg("Basic wrong-token-0123456789", "a")))
+	s.publish("a", `1`) // must not reach c
+	require.Equal(t, `{"type":"init","code":"OK"}`, sendInit(t, c, initMsg("Basic "+testToken, "a")))
+	s.publish("a", `2`)
+	require.Equal(t, eventJSON("a", `2`), readText(t, c))
+}
+
+func TestLaterInitAddsEvents(t *testing.T) {
+	s := startServer(t, nil)
+	c := s.subscribe("a")
+	require.Equal(t, `{"type":"init","code":"OK"}`, sendInit(t, c, initMsg("Basic "+testToken, "b")))
+	// A failed init in between takes nothing away.
+	require.Equal(t, `{"type":"init","code":"INVALID_EVENTS_MISSING"}`, sendInit(t, c, `{}`))
+	s.publish("a", `1`)
+	s.publish("c", `2`)
+	s.publish("b", `3`)
+	require.Equal(t, eventJSON("a", `1`), readText(t, c))
+	require.Equal(t, eventJSON("b", `3`), readText(t, c))
+}
+
+func TestDeliveryIsByteExact(t *testing.T) {
+	s := startServer(t, nil)
+	c := s.subscribe("e")
+	big := `"` + strings.Repeat("x", 64<<10) + `"`
+	datas := []string{
+		`{"x":1}`, `{ "x" : [ 1 , 2 ] , "y" : { } }`, `[]`, `[1,"two",null,true]`, `"text"`,
+		`"\u00e9\n\"quoted\""`, `"é日本😀"`, `0`, `-0.50`, `1e3`, `12345678901234567890`, `true`, `false`, `null`, big,
+	}
+	for _, d := range datas {
+		s.publish("e", d)
+	}
+	for _, d := range datas {
+		require.Equal(t, eventJSON("e", d), readText(t, c))
+	}
+	// No data at all is delivered as null.
+	status, _ := s.post("Basic "+testToken, `{"event":"e"}`)
+	require.Equal(t, 200, status)
+	require.Equal(t, `{"type":"event","event":"e","data":null}`, readText(t, c))
+	// Whitespace around data is not part of the value.
+	status, _ = s.post("Basic "+testToken, "{\"event\":\"e\",\"data\":\n  {\"a\":1}  \n}")
+	require.Equal(t, 200, status)
+	require.Equal(t, `{"type":"event","event":"e","data":{"a":1}}`, readText(t, c))
+}
+
+func TestEventNamesAreEncodedAsJSONStringify(t *testing.T) {
+	s := startServer(t, nil)
+	cases := []struct{ posted, frameName string }{
+		{`"événement"`, `"événement"`},
+		{`"日本語"`, `"日本語"`},
+		{`"😀"`, `"😀"`},
+		{`"\u00e9"`, `"é"`}, // escapes are decoded, then written as JSON.stringify would
+		{`"a\"b"`, `"a\"b"`},
+		{`"back\\slash"`, `"back\\slash"`},
+		{`"tab\there"`, `"tab\there"`},
+		{`"\u0001"`, `"\u0001"`},
+		{`"<&>"`, `"<&>"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.posted, func(t *testing.T) {
+			var name string
+			require.NoError(t, jsonUnmarshal(tc.posted, &name))
+			c := s.subscribe(name)
+			status, resp := s.post("Basic "+testToken, `{"event":`+tc.posted+`,"data":1}`)
+			require.Equal(t, 200, status, resp)
+			require.Equal(t, `{"type":"event","event":`+tc.frameName+`,"data":1}`, readText(t, c))
+		})
+	}
+}
+
+func TestDuplicateNamesDeliverOnce(t *testing.T) {
+	s := startServer(t, nil)
+	c := s.subscribe("a", "a", "b")
+	require.Equal(t, `{"type":"init","code":"OK"}`, sendInit(t, c, initMsg("Basic "+testToken, "a")))
+	s.publish("a", `1`)
+	s.publish("b", `2`)
+	require.Equal(t, eventJSON("a", `1`), readText(t, c))
+	require.Equal(t, eventJSON("b", `2`), readText(t, c), "a was delivered twice")
+}
+
+func TestOrderIsTheSameForEverySubscriber(t *testing.T) {
+	s := startServer(t, nil)
+	const subs, publishers, perPublisher = 8, 4, 100
+	conns := make([]*websocket.Conn, subs)
+	for i := range conns {
+		conns[i] = s.subscribe("a", "b")
+	}
+	// Concurrent publishers, on two events: every subscriber must see one
+	// and the same interleaving, and each publisher's events in its order.
+	var wg sync.WaitGroup
+	for p := range publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perPublisher {
+				body := fmt.Sprintf(`{"event":"%s","data":[%d,%d]}`, []string{"a", "b"}[i%2], p, i)
+				status, resp := s.post("Basic "+testToken, body)
+				assert.Equal(t, 200, status, resp)
+			}
+		}()
+	}
+	wg.Wait()
+	var first []string
+	for i, c := range conns {
+		got := make([]string, 0, publishers*perPublisher)
+		last := map[int]int{}
+		for range publishers * perPublisher {
+			msg := readText(t, c)
+			var p, n int
+			_, err := fmt.Sscanf(msg[strings.Index(msg, `"data":`):], `"data":[%d,%d]}`, &p, &n)
+			require.NoError(t, err, msg)
+			if prev, ok := last[p]; ok {
+				require.Greater(t, n, prev, "publisher %d out of order for subscriber %d", p, i)
+			}
+			last[p] = n
+			got = append(got, msg)
+		}
+		if i == 0 {
+			first = got
+			continue
+		}
+		for k := range got {
+			require.Equal(t, first[k], got[k], "subscriber %d saw another order at delivery %d", i, k)
+		}
+	}
+}

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// testToken is the token every test server accepts.
+const testToken = "test-token-0123456789abcdef"
+
+// server is a real eventsrv started with run() on free loopback ports.
+type server struct {
+	t          *testing.T
+	listenURL  string // http(s)://127.0.0.1:port
+	wsURL      string // ws(s)://127.0.0.1:port/
+	dir        string // holds the tokens file
+	tokensFile string
+	logs       *logSink
+	cancel     context.CancelFunc
+	done       chan error
+	http       *http.Client
+}
+
+// startServer runs eventsrv with test defaults overridden by env, and
+// waits until both servers have logged their addresses.
+func startServer(t *testing.T, env map[string]string) *server {
+	t.Helper()
+	dir := t.TempDir()
+	s := &server{t: t, dir: dir, tokensFile: filepath.Join(dir, "tokens"), logs: newLogSink(), done: make(chan error, 1)}
+	require.NoError(t, os.WriteFile(s.tokensFile, []byte(testToken+"\n"), 0o600))
+	vars := map[string]string{
+		"BIND_ADDRESS":   "127.0.0.1",
+		"LISTEN_PORT":    "0",
+		"BROADCAST_PORT": "0",
+		"TOKENS_FILE":    s.tokensFile,
+		"LOG_LEVEL":      "debug",
+	}
+	for k, v := range env {
+		vars[k] = v
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go func() {
+		s.done <- run(ctx, []string{"eventsrv"}, func(k string) string { return vars[k] }, io.Discard, s.logs)
+	}()
+
+	tr := &http.Transport{}
+	scheme, wsScheme := "http", "ws"
+	if vars["HTTPS_ENABLE"] == "true" {
+		scheme, wsScheme = "https", "wss"
+		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+	}
+	s.http = &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	select {
+	case addrs := <-s.logs.ready:
+		s.listenURL = scheme + "://" + addrs[0]
+		s.wsURL = wsScheme + "://" + addrs[1] + "/"
+	case err := <-s.done:
+		t.Fatalf("server exited before serving: %v\n%s", err, s.logs)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("server did not start\n%s", s.logs)
+	}
+	t.Cleanup(func() {
+		s.stop()
+		tr.CloseIdleConnections()
+		require.NotContains(t, s.logs.String(), testToken, "a token reached the log")
+	})
+	return s
+}
+
+// stop cancels the server and waits for run to return; it is idempotent.
+func (s *server) stop() error {
+	s.cancel()
+	select {
+	case err, ok := <-s.done:
+		if ok {
+			close(s.done)
+		}
+		return err
+	case <-time.After(30 * time.Second):
+		s.t.Fatalf("server did not stop\n%s", s.logs)
+		return nil
+	}
+}
+
+// post sends POST /event with an Authorization header (none when auth is
+// empty) and returns the status and body.
+func (s *server) post(auth, body string) (int, string) {
+	s.t.Helper()
+	return s.do(http.MethodPost, "/event", auth, body)
+}
+
+func (s *server) do(method, path, auth, body string) (int, string) {
+	s.t.Helper()
+	req, err := http.NewRequest(method, s.listenURL+path, strings.NewReader(body))
+	require.NoError(s.t, err)
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := s.http.Do(req)
+	require.NoError(s.t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(s.t, err)
+	return resp.StatusCode, string(b)
+}
+
+// publish posts an event and requires OK.
+func (s *server) publish(event, data string) {
+	s.t.Helper()
+	body := `{"event":` + jsonString(event) + `,"data":` + data + `}`
+	status, resp := s.post("Basic "+testToken, body)
+	require.Equal(s.t, http.StatusOK, status, resp)
+	require.Equal(s.t, `{"code":"OK"}`, resp)
+}
+
+// dial opens a WebSocket to the broadcast server.
+func (s *server) dial() *websocket.Conn {
+	s.t.Helper()
+	d := websocket.Dialer{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, HandshakeTimeout: 5 * time.Second}
+	c, resp, err := d.Dial(s.wsURL, nil)
+	require.NoError(s.t, err)
+	resp.Body.Close()
+	s.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// subscribe dials and inits with events, requiring OK.
+func (s *server) subscribe(events ...string) *websocket.Conn {
+	s.t.Helper()
+	c := s.dial()
+	require.Equal(s.t, `{"type":"init","code":"OK"}`, sendInit(s.t, c, initMsg("Basic "+testToken, events...)))
+	return c
+}
+
+func initMsg(auth string, events ...string) string {
+	quoted := make([]string, len(events))
+	for i, e := range events {
+		quoted[i] = jsonString(e)
+	}
+	return `{"authentication":` + jsonString(auth) + `,"events":[` + strings.Join(quoted, ",") + `]}`
+}
+
+// sendInit writes msg and returns the reply.
+func sendInit(t *testing.T, c *websocket.Conn, msg string) string {
+	t.Helper()
+	require.NoError(t, c.WriteMessage(websocket.TextMessage, []byte(msg)))
+	return readText(t, c)
+}
+
+// readText reads one text message, failing after 10 s.
+func readText(t *testing.T, c *websocket.Conn) string {
+	t.Helper()
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+	typ, msg, err := c.ReadMessage()
+	require.NoError(t, err)
+	require.Equal(t, websocket.TextMessage, typ)
+	return string(msg)
+}
+
+// readClose reads until the server's close frame and returns it.
+func readClose(t *testing.T, c *websocket.Conn) *websocket.CloseError {
+	t.Helper()
+	for {
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+		_, _, err := c.ReadMessage()
+		if err == nil {
+			continue
+		}
+		ce, ok := err.(*websocket.CloseError)
+		require.True(t, ok, "expected a close frame, got %v", err)
+		return ce
+	}
+}
+
+// eventJSON is the exact frame a subscriber receives.
+func eventJSON(event, data string) string {
+	return `{"type":"event","event":` + jsonString(event) + `,"data":` + data + `}`
+}
+
+// jsonString quotes s as JSON; for the names tests use in expected frames
+// this is also what JSON.stringify writes.
+func jsonString(s string) string {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(s); err != nil {
+		panic(err)
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// logSink collects the server's log and reports both listen addresses
+// from the "serving" lines.
+type logSink struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	addrs [2]string
+	ready chan [2]string
+}
+
+func newLogSink() *logSink { return &logSink{ready: make(chan [2]string, 1)} }
+
+var servingLine = regexp.MustCompile(`msg=serving server=(listen|broadcast) addr=(\S+)`)
+
+func (l *logSink) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf.Write(p)
+	sc := bufio.NewScanner(bytes.NewReader(p))
+	for sc.Scan() {
+		m := servingLine.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		if m[1] == "listen" {
+			l.addrs[0] = m[2]
+		} else {
+			l.addrs[1] = m[2]
+			if l.addrs[0] != "" {
+				l.ready <- l.addrs
+			}
+		}
+	}
+	return len(p), nil
+}
+
+func (l *logSink) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// waitLog waits until the log contains s.
+func (s *server) waitLog(sub string) {
+	s.t.Helper()
+	require.Eventually(s.t, func() bool { return strings.Contains(s.logs.String(), sub) }, 10*time.Second, 5*time.Millisecond,
+		"log never contained %q", sub)
+}
+
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }

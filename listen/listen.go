@@ -1,0 +1,131 @@
+// Package listen owns the publishing side: POST /event, which authenticates
+// a backend, validates its event, and hands it to a Publisher.
+package listen
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"eventsrv/auth"
+)
+
+// Publisher takes an accepted event. The broadcast hub implements it, and so
+// will a cluster bus; listen needs nothing else from either.
+type Publisher interface {
+	Publish(event string, data json.RawMessage) error
+}
+
+// Authenticator checks the Authorization header's value.
+type Authenticator interface {
+	Authenticate(credentials, remote, via string) error
+}
+
+// Code is the wire code in every answer: {"code":"<Code>"}.
+type Code string
+
+// The codes of the listen server. The first four are the old service's.
+const (
+	CodeOK                     Code = "OK"
+	CodeInvalidBody            Code = "INVALID_BODY"
+	CodeUnauthenticated        Code = "UNAUTHENTICATED"
+	CodeAuthUnrecognizedScheme Code = "AUTH_UNRECOGNIZED_SCHEME"
+	CodePayloadTooLarge        Code = "PAYLOAD_TOO_LARGE"
+	CodeMethodNotAllowed       Code = "METHOD_NOT_ALLOWED"
+	CodeNotFound               Code = "NOT_FOUND"
+	CodeUnavailable            Code = "UNAVAILABLE"
+)
+
+// statusOf is the one table from code to HTTP status.
+var statusOf = map[Code]int{
+	CodeOK:                     http.StatusOK,
+	CodeInvalidBody:            http.StatusBadRequest,
+	CodeUnauthenticated:        http.StatusForbidden,
+	CodeAuthUnrecognizedScheme: http.StatusForbidden,
+	CodePayloadTooLarge:        http.StatusRequestEntityTooLarge,
+	CodeMethodNotAllowed:       http.StatusMethodNotAllowed,
+	CodeNotFound:               http.StatusNotFound,
+	CodeUnavailable:            http.StatusServiceUnavailable,
+}
+
+// Options are the listen server's limits.
+type Options struct {
+	// MaxBodyBytes bounds a POST /event body; larger ones get 413.
+	MaxBodyBytes int64
+	Log          *slog.Logger
+}
+
+type handler struct {
+	auth Authenticator
+	pub  Publisher
+	opts Options
+}
+
+// NewHandler returns the listen server's routes: POST /event; anything else
+// is 404 or 405, always with a JSON code.
+func NewHandler(a Authenticator, pub Publisher, opts Options) http.Handler {
+	h := &handler{auth: a, pub: pub, opts: opts}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/event", h.event)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeCode(w, CodeNotFound)
+	})
+	return mux
+}
+
+func (h *handler) event(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeCode(w, CodeMethodNotAllowed)
+		return
+	}
+	// Authentication comes before the body is read, so that an
+	// unauthenticated client cannot make the server parse anything.
+	if err := h.auth.Authenticate(r.Header.Get("Authorization"), r.RemoteAddr, "http"); err != nil {
+		if errors.Is(err, auth.ErrUnrecognizedScheme) {
+			writeCode(w, CodeAuthUnrecognizedScheme)
+		} else {
+			writeCode(w, CodeUnauthenticated)
+		}
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			h.opts.Log.Info("event refused", "remote", r.RemoteAddr, "code", CodePayloadTooLarge, "limit", tooLarge.Limit)
+			writeCode(w, CodePayloadTooLarge)
+			return
+		}
+		h.opts.Log.Info("event body read failed", "remote", r.RemoteAddr, "err", err)
+		writeCode(w, CodeInvalidBody)
+		return
+	}
+	ev, err := ParseEvent(body)
+	if err != nil {
+		h.opts.Log.Info("event refused", "remote", r.RemoteAddr, "code", CodeInvalidBody, "reason", err)
+		writeCode(w, CodeInvalidBody)
+		return
+	}
+	if err := h.pub.Publish(ev.Name, ev.Data); err != nil {
+		h.opts.Log.Warn("publish failed", "remote", r.RemoteAddr, "err", err)
+		writeCode(w, CodeUnavailable)
+		return
+	}
+	writeCode(w, CodeOK)
+}
+
+func writeCode(w http.ResponseWriter, c Code) {
+	writeJSON(w, statusOf[c], []byte(`{"code":"`+string(c)+`"}`))
+}
+
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
