@@ -40,19 +40,18 @@ var initReplies = func() map[InitCode][]byte {
 
 // handleInit answers one init message and reports whether it succeeded.
 // A failed init changes nothing; a successful one adds its events to the
-// subscription. The reply is queued before the subscription takes effect,
-// so OK always arrives before the first event.
+// subscription, and its OK arrives before the first event.
 func (c *client) handleInit(msg []byte) bool {
 	code, added := c.checkInit(msg)
-	c.enqueue(initReplies[code])
 	if code != InitOK {
+		c.enqueue(initReplies[code])
 		c.hub.opts.Log.Debug("init refused", "remote", c.remote, "code", code)
 		return false
 	}
 	for _, e := range added {
 		c.subs[e] = struct{}{}
 	}
-	c.hub.subscribe(c, added)
+	c.hub.subscribe(c, added, initReplies[InitOK])
 	return true
 }
 

@@ -116,10 +116,13 @@ func (h *Hub) Publish(event string, data json.RawMessage) error {
 }
 
 // subscribe adds c to the topics of events (which the caller has made
-// distinct and new for c).
-func (h *Hub) subscribe(c *client, events []string) {
+// distinct and new for c) and queues reply to c, both under the publish
+// lock: the reply reaches c before any event published after it, and every
+// event published after the reply reaches c.
+func (h *Hub) subscribe(c *client, events []string, reply []byte) {
 	h.pubMu.Lock()
 	defer h.pubMu.Unlock()
+	defer c.enqueue(reply)
 	for _, e := range events {
 		t := h.topics[e]
 		if t == nil {
