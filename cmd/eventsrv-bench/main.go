@@ -1,0 +1,298 @@
+// Command eventsrv-bench is the project's load tool. Pointed at a running
+// eventsrv, it opens many WebSocket subscribers on the broadcast server,
+// publishes events through the listen server, and checks that every
+// subscriber received every acknowledged event exactly once and in the same
+// order as every other subscriber, reporting throughput and delivery latency
+// percentiles. Given the server's pid it also reports the server's CPU time
+// and memory.
+//
+// It is meant to be honest: every frame is counted, a frame that is not a
+// well-formed delivery is counted as malformed, and the exit status is 0
+// only when every subscriber connected and stayed connected, every event
+// was published, and nothing was lost, duplicated, unexpected, reordered or
+// malformed.
+//
+// A run has four phases: open all subscribers and wait for every init
+// answer; publish; wait until every subscriber has every acknowledged event
+// or -timeout passes; close every connection with a close frame and report.
+//
+// Usage:
+//
+//	eventsrv-bench [flags]
+//
+// Flags:
+//
+//	-listen URL          listen server base URL; events are POSTed to URL/event
+//	                     (default http://127.0.0.1:8080)
+//	-broadcast URL       broadcast server WebSocket URL (default ws://127.0.0.1:8081/)
+//	-token TOKEN         token sent as "Basic TOKEN"; overrides -token-file
+//	-token-file FILE     the token is the file's first line that is neither
+//	                     blank nor a # comment (default tokens/tokens)
+//	-insecure            skip TLS certificate verification for https and wss
+//	-subs N              subscribers (default 1000)
+//	-events M            events to publish (default 2000)
+//	-publishers C        concurrent publishers, each with its own keep-alive
+//	                     HTTP client (default 4)
+//	-size B              approximate bytes of each event's data (default 100)
+//	-rate R              total events/s; 0, the default, publishes as fast as
+//	                     the publishers can. Latency is measured from each
+//	                     event's actual send time either way.
+//	-event NAME          event name published and subscribed to (default bench)
+//	-sources LIST        local addresses to dial subscribers from, round-robin:
+//	                     comma-separated addresses and a-b ranges, such as
+//	                     127.0.0.1-127.0.0.9. "auto" (the default) uses that
+//	                     range when the broadcast host is IPv4 loopback and no
+//	                     spreading otherwise; "none" never spreads. One source
+//	                     address gives about 28k ephemeral ports.
+//	-pid P               the server's pid: report its CPU seconds (utime+stime
+//	                     from /proc/P/stat, before publishing and after the
+//	                     deliveries), CPU µs per delivery, and RSS (VmRSS)
+//	-idle                with -pid: open the subscribers, wait for the server's
+//	                     RSS to settle, report RSS per subscriber, and exit
+//	                     without publishing
+//	-dial-concurrency D  dials and inits in flight at once (default 100)
+//	-timeout T           bound for connecting all subscribers, and for waiting
+//	                     for deliveries after the last publish (default 60s).
+//	                     A publish that times out stops the publishing.
+//	-json                print the report as JSON
+//
+// # Payload
+//
+// Each event's data is {"p":<publisher>,"s":<sequence>,"t":<send time, Unix
+// ns>,"x":"<padding>"}. The server must relay it byte for byte.
+//
+// # Report
+//
+// expected is connected subscribers × events acknowledged with 200 OK.
+// received counts every well-formed delivery, duplicates included. lost
+// counts acknowledged events a subscriber never received; unexpected,
+// events a subscriber received that were never acknowledged; duplicates,
+// repeated deliveries; order violations, deliveries that came after a later
+// event of the same publisher (each publisher posts sequentially); order
+// mismatches, subscribers whose arrival order differs from the most common
+// one, among subscribers that received exactly the acknowledged set.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+)
+
+// Thresholds for warnings before a run.
+const (
+	// fdHeadroom is files the tool needs besides subscriber sockets.
+	fdHeadroom = 50
+	// portsPerSource is a safe number of connections from one source
+	// address to one server address (Linux's default ephemeral range
+	// holds about 28k).
+	portsPerSource = 20000
+	// slabWarnBytes is the latency storage size worth warning about.
+	slabWarnBytes = 1 << 30
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "eventsrv-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// run is the whole program: it parses args, runs the benchmark, prints the
+// report on stdout (warnings go to stderr), and returns an error when the
+// run failed or found a problem.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseConfig(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := prepare(cfg, stderr); err != nil {
+		return err
+	}
+	var rep *report
+	if cfg.idle {
+		rep, err = runIdle(ctx, cfg)
+	} else {
+		rep = runLoad(ctx, cfg)
+	}
+	if err != nil {
+		return err
+	}
+	if err := rep.write(stdout, cfg.jsonOut); err != nil {
+		return fmt.Errorf("writing the report: %w", err)
+	}
+	if !rep.Pass {
+		return fmt.Errorf("FAIL: %s", strings.Join(rep.Failures, "; "))
+	}
+	return nil
+}
+
+// prepare raises the open-file limit, checks that -pid can be read, and
+// warns about settings this machine may not sustain.
+func prepare(cfg config, stderr io.Writer) error {
+	if cfg.pid > 0 {
+		if _, err := sampleServer(cfg.pid); err != nil {
+			return fmt.Errorf("-pid %d: %w", cfg.pid, err)
+		}
+	}
+	limit, err := raiseFileLimit()
+	if err != nil {
+		fmt.Fprintln(stderr, "warning:", err)
+	} else if need := uint64(cfg.subs + cfg.publishers + fdHeadroom); need > limit {
+		fmt.Fprintf(stderr, "warning: %d subscribers need about %d open files but the limit is %d; dials beyond it will fail\n", cfg.subs, need, limit)
+	}
+	if perSource := cfg.subs / max(len(cfg.sources), 1); perSource > portsPerSource {
+		fmt.Fprintf(stderr, "warning: %d connections per source address may exhaust ephemeral ports; spread them with -sources\n", perSource)
+	}
+	if slab := int64(cfg.subs) * int64(cfg.events) * 8; !cfg.idle && slab > slabWarnBytes {
+		fmt.Fprintf(stderr, "warning: up to %.1f GiB for latency samples (subs × events × 8 bytes)\n", float64(slab)/(1<<30))
+	}
+	return nil
+}
+
+// runLoad opens the subscribers, publishes, waits for the deliveries,
+// closes everything and reports.
+func runLoad(ctx context.Context, cfg config) *report {
+	slab := make([]int64, cfg.subs*cfg.events)
+	f := openFleet(ctx, cfg, slab)
+	before, beforeErr := sampleIfPID(cfg.pid)
+	pub := publishAll(ctx, cfg)
+	finished := f.awaitDeliveries(ctx, pub.succeeded, cfg.timeout)
+	after, afterErr := sampleIfPID(cfg.pid)
+	f.close(cfg.dialConcurrency)
+
+	stats := summarize(f.tallies(), pub.acked, pub.succeeded, slab)
+	slices.Sort(stats.latencies)
+	rep := newReport(modeLoad, cfg, f)
+	rep.Load = newLoadReport(cfg, pub, stats)
+	rep.Load.TimedOut = !finished && ctx.Err() == nil
+	if cfg.pid > 0 {
+		rep.Server = newServerReport(cfg.pid, before, after, errors.Join(beforeErr, afterErr), stats.received)
+	}
+	rep.Interrupted = ctx.Err() != nil
+	rep.judge()
+	return rep
+}
+
+// runIdle opens the subscribers, waits for the server's RSS to settle,
+// closes everything and reports the RSS each subscriber costs.
+func runIdle(ctx context.Context, cfg config) (*report, error) {
+	before, err := readRSS(cfg.pid)
+	if err != nil {
+		return nil, err
+	}
+	f := openFleet(ctx, cfg, nil)
+	after, stable, err := waitStableRSS(ctx, cfg.pid, cfg.timeout)
+	f.close(cfg.dialConcurrency)
+	if err != nil {
+		return nil, err
+	}
+	rep := newReport(modeIdle, cfg, f)
+	rep.Idle = newIdleReport(before, after, stable, len(f.subs))
+	rep.Interrupted = ctx.Err() != nil
+	rep.judge()
+	return rep, nil
+}
+
+// sampleIfPID samples the server when a pid was given.
+func sampleIfPID(pid int) (serverSample, error) {
+	if pid <= 0 {
+		return serverSample{}, nil
+	}
+	return sampleServer(pid)
+}
+
+// newReport starts a report with the subscriber counts. Call it only after
+// the fleet is closed.
+func newReport(mode string, cfg config, f *fleet) *report {
+	rep := &report{
+		Mode:         mode,
+		Subscribers:  cfg.subs,
+		Connected:    len(f.subs),
+		DialFailures: f.failures.count,
+		DialErrors:   f.failures.first,
+	}
+	rep.Disconnected, rep.DisconnectErrors = f.disconnects()
+	return rep
+}
+
+// newLoadReport fills in the publish and delivery numbers.
+func newLoadReport(cfg config, pub publishResult, st deliveryStats) *loadReport {
+	l := &loadReport{
+		Events:           cfg.events,
+		Publishers:       cfg.publishers,
+		SizeBytes:        cfg.size,
+		Rate:             cfg.rate,
+		Published:        pub.succeeded,
+		PublishFailed:    pub.failed,
+		NotAttempted:     cfg.events - pub.attempted,
+		PublishFailures:  pub.failures,
+		PublishSeconds:   round3(float64(pub.lastDone-pub.firstSend) / 1e9),
+		PublishPerSecond: perSecond(int64(pub.succeeded), pub.lastDone-pub.firstSend),
+		Expected:         st.expected,
+		Received:         st.received,
+		Lost:             st.lost,
+		Duplicates:       st.duplicates,
+		Unexpected:       st.unexpected,
+		OrderViolations:  st.orderViolations,
+		OrderMismatches:  st.orderMismatches,
+		Malformed:        st.malformed,
+		MalformedSamples: st.malformedSample,
+		TimeoutSeconds:   cfg.timeout.Seconds(),
+		Latency:          newLatencyReport(st.latencies),
+	}
+	if pub.abort != nil {
+		l.PublishAborted = pub.abort.Error()
+	}
+	if st.lastRecv > 0 && pub.firstSend > 0 {
+		window := st.lastRecv - pub.firstSend
+		l.DeliverySeconds = round3(float64(window) / 1e9)
+		l.DeliveriesPerSecond = perSecond(st.received, window)
+	}
+	return l
+}
+
+// newServerReport computes the server's CPU and memory over the run.
+func newServerReport(pid int, before, after serverSample, err error, deliveries int64) *serverReport {
+	s := &serverReport{PID: pid}
+	if err != nil {
+		s.Error = err.Error()
+		return s
+	}
+	cpu := float64(after.cpuTicks-before.cpuTicks) / clockTicksPerSecond
+	s.CPUSeconds = round2(cpu)
+	if deliveries > 0 {
+		s.CPUMicrosPerDelivery = round2(cpu * 1e6 / float64(deliveries))
+	}
+	s.RSSBeforeMiB = round2(float64(before.rssBytes) / mib)
+	s.RSSAfterMiB = round2(float64(after.rssBytes) / mib)
+	return s
+}
+
+// newIdleReport computes the RSS each connected subscriber added.
+func newIdleReport(before, after int64, stable bool, connected int) *idleReport {
+	i := &idleReport{RSSBeforeBytes: before, RSSAfterBytes: after, Stable: stable}
+	if connected > 0 {
+		per := float64(after-before) / float64(connected)
+		i.BytesPerSubscriber = math.Round(per)
+		i.KiBPerSubscriber = round2(per / 1024)
+	}
+	return i
+}
+
+// round3 rounds to three decimals, for seconds.
+func round3(x float64) float64 { return math.Round(x*1000) / 1000 }

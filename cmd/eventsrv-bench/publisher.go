@@ -1,0 +1,316 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Publisher settings.
+const (
+	// maxResponseBytes bounds how much of an answer is read; the answer is
+	// a small JSON object.
+	maxResponseBytes = 64 << 10
+	// idleConnsPerHost: each publisher sends one request at a time, so one
+	// kept-alive connection is all it reuses; one spare costs nothing.
+	idleConnsPerHost = 2
+	// maxFailureKinds bounds the distinct failure labels kept per run;
+	// messages that embed port numbers would otherwise each get their own.
+	maxFailureKinds = 10
+	// otherFailures labels failures beyond maxFailureKinds.
+	otherFailures = "other errors"
+	// cancelledFailures labels requests cut short because publishing was
+	// stopped (by a timeout elsewhere or an interrupt), whatever error the
+	// transport reported for them.
+	cancelledFailures = "cancelled: publishing was stopped"
+	// scheduleTickMax and scheduleTickMin bound how often the rate
+	// schedule releases events. Each tick releases every event that is due
+	// by then, so the rate holds whatever the ticker's resolution.
+	scheduleTickMax = 10 * time.Millisecond
+	scheduleTickMin = time.Millisecond
+)
+
+// statusError is an answer other than 200 {"code":"OK"}.
+type statusError struct {
+	status int
+	code   string
+}
+
+func (e *statusError) Error() string { return fmt.Sprintf("HTTP %d code %q", e.status, e.code) }
+
+// publishResult is what the publish phase did, over all publishers.
+type publishResult struct {
+	acked     []bitset // per publisher: sequences answered 200 OK
+	succeeded int
+	failed    int
+	attempted int
+	failures  map[string]int // failed publishes by status and code, or transport error
+	abort     error          // why publishing stopped before every event was attempted
+	firstSend int64          // Unix ns
+	lastDone  int64          // Unix ns, the last answer
+}
+
+// publishAll publishes cfg.events events with cfg.publishers concurrent
+// publishers and returns what happened. A publish that times out stops the
+// phase: a server that hangs for -timeout will not recover by being sent
+// more, and the tool must stop by itself.
+func publishAll(ctx context.Context, cfg config) publishResult {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	work, stopWork := newWorkSource(ctx, cfg)
+	pubs := make([]*publisher, cfg.publishers)
+	var wg sync.WaitGroup
+	for i := range pubs {
+		pubs[i] = newPublisher(cfg, i)
+		wg.Go(func() { pubs[i].run(ctx, work, cancel) })
+	}
+	wg.Wait()
+	stopWork()
+	res := mergePublishers(pubs)
+	if ctx.Err() != nil && res.attempted < cfg.events {
+		res.abort = context.Cause(ctx)
+	}
+	return res
+}
+
+// mergePublishers totals the publishers' results.
+func mergePublishers(pubs []*publisher) publishResult {
+	res := publishResult{failures: make(map[string]int)}
+	for _, p := range pubs {
+		res.acked = append(res.acked, p.acked)
+		res.succeeded += p.succeeded
+		res.attempted += p.attempts
+		for kind, n := range p.failures {
+			res.failed += n
+			res.failures[kind] += n
+		}
+		if p.firstSend != 0 && (res.firstSend == 0 || p.firstSend < res.firstSend) {
+			res.firstSend = p.firstSend
+		}
+		res.lastDone = max(res.lastDone, p.lastDone)
+	}
+	return res
+}
+
+// workSource hands out the right to publish one event.
+type workSource interface {
+	next(ctx context.Context) bool
+}
+
+// newWorkSource returns the work for cfg.events events, unthrottled or on a
+// schedule of cfg.rate events/s, and a function that waits for the
+// schedule's goroutine once the publishers have stopped.
+func newWorkSource(ctx context.Context, cfg config) (workSource, func()) {
+	if cfg.rate == 0 {
+		c := &counter{}
+		c.remaining.Store(int64(cfg.events))
+		return c, func() {}
+	}
+	s := &schedule{tokens: make(chan struct{}, cfg.events), done: make(chan struct{})}
+	go s.run(ctx, cfg.events, cfg.rate)
+	return s, func() { <-s.done }
+}
+
+// counter is unthrottled work: the first cfg.events calls win.
+type counter struct{ remaining atomic.Int64 }
+
+func (c *counter) next(ctx context.Context) bool {
+	return ctx.Err() == nil && c.remaining.Add(-1) >= 0
+}
+
+// schedule releases events at a fixed total rate. Its channel holds every
+// event, so releasing never blocks: publishers that fall behind catch up
+// at their own pace and the latency measured from the actual send time
+// shows no queueing they did not do.
+type schedule struct {
+	tokens chan struct{}
+	done   chan struct{}
+}
+
+func (s *schedule) next(ctx context.Context) bool {
+	select {
+	case _, ok := <-s.tokens:
+		return ok
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// run releases event k (from 0) at k/rate seconds after the start.
+func (s *schedule) run(ctx context.Context, events int, rate float64) {
+	defer close(s.done)
+	defer close(s.tokens)
+	tick := time.Duration(float64(time.Second) / rate)
+	ticker := time.NewTicker(min(max(tick, scheduleTickMin), scheduleTickMax))
+	defer ticker.Stop()
+	start := time.Now()
+	for released := 0; ; {
+		due := min(events, int(time.Since(start).Seconds()*rate)+1)
+		for ; released < due; released++ {
+			s.tokens <- struct{}{}
+		}
+		if released == events {
+			return
+		}
+		select {
+		case <-ticker.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// publisher posts events one at a time over its own keep-alive client, so
+// that its sequence numbers are also its send order.
+type publisher struct {
+	index     int
+	client    *http.Client
+	url       string
+	auth      string
+	eventJSON []byte
+	size      int
+	acked     bitset
+	attempts  int
+	succeeded int
+	failures  map[string]int
+	firstSend int64
+	lastDone  int64
+}
+
+// newPublisher returns publisher index with its own transport.
+func newPublisher(cfg config, index int) *publisher {
+	eventJSON, _ := json.Marshal(cfg.event) // a string always encodes
+	transport := &http.Transport{
+		// No Proxy: the load must reach the server, not a proxy named in
+		// the environment.
+		DialContext:         (&net.Dialer{Timeout: cfg.timeout, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        idleConnsPerHost,
+		MaxIdleConnsPerHost: idleConnsPerHost,
+		IdleConnTimeout:     90 * time.Second,
+		TLSClientConfig:     &tls.Config{InsecureSkipVerify: cfg.insecure},
+	}
+	return &publisher{
+		index:     index,
+		client:    &http.Client{Transport: transport, Timeout: cfg.timeout},
+		url:       cfg.publishURL,
+		auth:      "Basic " + cfg.token,
+		eventJSON: eventJSON,
+		size:      cfg.size,
+		acked:     newBitset(cfg.events),
+		failures:  make(map[string]int),
+	}
+}
+
+// run publishes until the work runs out or ctx ends. A timeout ends the
+// whole phase through abort.
+func (p *publisher) run(ctx context.Context, work workSource, abort context.CancelCauseFunc) {
+	defer p.client.CloseIdleConnections()
+	for work.next(ctx) {
+		seq := p.attempts
+		p.attempts++
+		err := p.publishOne(ctx, seq)
+		p.lastDone = time.Now().UnixNano()
+		if err == nil {
+			p.acked.set(seq)
+			p.succeeded++
+			continue
+		}
+		if ctx.Err() != nil {
+			p.countFailure(cancelledFailures)
+			continue
+		}
+		p.countFailure(failureKind(err))
+		if isTimeout(err) {
+			abort(fmt.Errorf("publisher %d, event %d: %w", p.index, seq, err))
+		}
+	}
+}
+
+// publishOne posts event seq and checks the answer.
+func (p *publisher) publishOne(ctx context.Context, seq int) error {
+	sent := time.Now().UnixNano()
+	if p.firstSend == 0 {
+		p.firstSend = sent
+	}
+	// A fresh body each time: the transport may still be reading the
+	// previous one after Do returns.
+	body := appendEventBody(make([]byte, 0, p.size+128), p.eventJSON, payload{pub: p.index, seq: seq, sent: sent}, p.size)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("building the request: %w", err)
+	}
+	req.Header.Set("Authorization", p.auth)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return checkAnswer(resp)
+}
+
+// checkAnswer accepts 200 with {"code":"OK"}; unknown fields are ignored.
+func checkAnswer(resp *http.Response) error {
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	if err != nil {
+		return fmt.Errorf("reading the answer to POST: %w", err)
+	}
+	var answer struct {
+		Code string `json:"code"`
+	}
+	if err := json.Unmarshal(raw, &answer); err != nil {
+		answer.Code = "(answer is not a JSON object with a code)"
+	}
+	if resp.StatusCode == http.StatusOK && answer.Code == "OK" {
+		return nil
+	}
+	return &statusError{status: resp.StatusCode, code: answer.Code}
+}
+
+// failureKind labels a failed publish for the report: the status and code
+// of an answer, or the transport's error.
+func failureKind(err error) string {
+	var se *statusError
+	if errors.As(err, &se) {
+		return se.Error()
+	}
+	return "transport: " + withoutLocalAddrs(err.Error())
+}
+
+// withoutLocalAddrs drops the "local->" half of "tcp local->remote" in a
+// network error, so that one kind of failure on many connections, each with
+// its own port, is counted under one label.
+func withoutLocalAddrs(msg string) string {
+	for {
+		arrow := strings.Index(msg, "->")
+		if arrow < 0 {
+			return msg
+		}
+		start := strings.LastIndexByte(msg[:arrow], ' ') + 1
+		msg = msg[:start] + msg[arrow+len("->"):]
+	}
+}
+
+// countFailure counts one failure of kind, keeping the kinds bounded.
+func (p *publisher) countFailure(kind string) {
+	if _, known := p.failures[kind]; !known && len(p.failures) >= maxFailureKinds {
+		kind = otherFailures
+	}
+	p.failures[kind]++
+}
+
+// isTimeout reports whether err is a timeout, such as http.Client's.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
