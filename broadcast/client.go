@@ -28,16 +28,10 @@ const (
 // after our close frame, so that a silent peer cannot hold a connection.
 const closeGrace = time.Second
 
-// writeChunk is the most bytes coalesced into one write: large enough that
-// a burst of small events goes out in one system call, small enough to keep
-// pooled buffers cheap. A frame larger than this is written on its own.
-const writeChunk = 64 << 10
-
-var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, writeChunk); return &b }}
-
 // client is one WebSocket subscriber. Its reader goroutine (run) owns the
-// connection's life; a writer goroutine exists only while there is
-// something to write, so an idle subscriber costs one goroutine.
+// connection's life. Writing is done by the hub's flushers or, for a
+// subscriber that cannot take a write at once, by a goroutine of its own
+// (see writer.go): an idle subscriber costs one goroutine.
 type client struct {
 	hub    *Hub
 	conn   *websocket.Conn
@@ -47,13 +41,19 @@ type client struct {
 	// subs is the subscription set; only the reader goroutine touches it.
 	subs map[string]struct{}
 
-	mu      sync.Mutex
-	queue   [][]byte // frames waiting for the writer, oldest first
-	queued  int      // bytes in queue
-	writing bool     // a writer goroutine is running
-	closing bool     // the close frame is queued or sent; nothing more is queued
-	reason  string   // why closing began
-	dead    bool     // the writer has finished for good
+	// raw is nc when it can be written without blocking (plain TCP), so
+	// that flushers may write it; nil otherwise (TLS).
+	raw *lockedConn
+
+	mu     sync.Mutex
+	queue  [][]byte // frames waiting for the writer, oldest first
+	queued int      // bytes in queue
+	// scheduled is set while a writer owns the client: it is on the hub's
+	// ready list, being flushed, or being written by its own goroutine.
+	// Exactly one writer at a time.
+	scheduled bool
+	closing   bool   // the close frame is queued or sent; nothing more is queued
+	reason    string // why closing began
 
 	batch      [][]byte      // the writer's current frames; writer only
 	writerDone chan struct{} // closed when the writer has finished for good
@@ -70,42 +70,53 @@ func newClient(h *Hub, conn *websocket.Conn, nc net.Conn, remote string) *client
 	}
 }
 
-// enqueue adds a frame for the writer. It never blocks on the network: when
-// the queue bound would be passed, the subscriber is cut off instead.
+// enqueue adds a frame for the writer and schedules one if none owns the
+// client. It never blocks on the network: when the queue bound would be
+// passed, the subscriber is cut off instead.
 func (c *client) enqueue(f []byte) {
+	if c.add(f) {
+		c.hub.schedule(c)
+	}
+}
+
+// add queues f and reports whether the caller must schedule a writer.
+func (c *client) add(f []byte) bool {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
-		return
+		return false
 	}
 	if c.queued+len(f) > c.hub.opts.QueueMaxBytes {
 		queued := c.queued
-		c.startCloseLocked(closePolicy, reasonSlow)
+		schedule := c.startCloseLocked(closePolicy, reasonSlow)
 		c.mu.Unlock()
 		c.hub.opts.Log.Warn("subscriber cut off", "remote", c.remote, "reason", reasonSlow, "queued_bytes", queued)
-		return
+		return schedule
 	}
 	c.queue = append(c.queue, f)
 	c.queued += len(f)
-	start := !c.writing
-	c.writing = true
+	schedule := !c.scheduled
+	c.scheduled = true
 	c.mu.Unlock()
-	if start {
-		go c.writeLoop()
-	}
+	return schedule
 }
 
 // close begins the closing handshake with code and reason, unless it has
 // begun already. Whatever is still queued is dropped.
 func (c *client) close(code int, reason string) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.startCloseLocked(code, reason)
+	schedule := c.startCloseLocked(code, reason)
+	c.mu.Unlock()
+	if schedule {
+		c.hub.schedule(c)
+	}
 }
 
-func (c *client) startCloseLocked(code int, reason string) {
+// startCloseLocked replaces the queue with a close frame and reports
+// whether the caller must schedule a writer.
+func (c *client) startCloseLocked(code int, reason string) bool {
 	if c.closing {
-		return
+		return false
 	}
 	c.closing = true
 	c.reason = reason
@@ -115,10 +126,9 @@ func (c *client) startCloseLocked(code int, reason string) {
 	if code != closeNoStatus {
 		c.queue = append(c.queue, closeFrame(code, reason))
 	}
-	if !c.writing {
-		c.writing = true
-		go c.writeLoop()
-	}
+	schedule := !c.scheduled
+	c.scheduled = true
+	return schedule
 }
 
 // keepAlive extends the read deadline by pongWait unless closing has begun:
@@ -134,99 +144,6 @@ func (c *client) keepAlive() {
 
 // abort cuts the connection at once, for shutdown past its deadline.
 func (c *client) abort() { c.nc.Close() }
-
-// writeLoop writes queued frames, coalescing whatever is waiting into as few
-// writes as possible, and returns when the queue is empty. After the close
-// frame it half-closes the connection and ends the writer for good.
-func (c *client) writeLoop() {
-	for {
-		c.mu.Lock()
-		if len(c.queue) == 0 {
-			c.writing = false
-			closing := c.closing
-			c.dead = closing
-			if cap(c.queue) > 256 { // do not keep a burst's worth of slice while idle
-				c.queue, c.batch = nil, nil
-			}
-			c.mu.Unlock()
-			if closing {
-				c.finish()
-			}
-			return
-		}
-		c.batch, c.queue = c.queue, c.batch[:0]
-		c.queued = 0
-		c.mu.Unlock()
-
-		err := c.writeFrames(c.batch)
-		clear(c.batch)
-		if err != nil {
-			c.fail()
-			return
-		}
-	}
-}
-
-// writeFrames writes frames through a pooled buffer, writeChunk at a time.
-func (c *client) writeFrames(frames [][]byte) error {
-	bp := writeBufs.Get().(*[]byte)
-	defer writeBufs.Put(bp)
-	buf := (*bp)[:0]
-	if err := c.nc.SetWriteDeadline(time.Now().Add(c.hub.opts.WriteTimeout)); err != nil {
-		return err
-	}
-	for _, f := range frames {
-		if len(buf)+len(f) > writeChunk && len(buf) > 0 {
-			if _, err := c.nc.Write(buf); err != nil {
-				return err
-			}
-			buf = buf[:0]
-		}
-		if len(f) > writeChunk {
-			if _, err := c.nc.Write(f); err != nil {
-				return err
-			}
-			continue
-		}
-		buf = append(buf, f...)
-	}
-	if len(buf) > 0 {
-		if _, err := c.nc.Write(buf); err != nil {
-			return err
-		}
-	}
-	*bp = buf
-	return nil
-}
-
-// fail ends the writer after a write error or timeout: the connection is
-// unusable, so it is closed, which also ends the reader.
-func (c *client) fail() {
-	c.mu.Lock()
-	if !c.closing {
-		c.closing = true
-		c.reason = "write failed"
-	}
-	clear(c.queue)
-	c.queue, c.queued = nil, 0
-	c.writing = false
-	c.dead = true
-	c.mu.Unlock()
-	c.nc.Close()
-	close(c.writerDone)
-}
-
-// finish runs after the close frame is written: it half-closes the
-// connection so the peer sees end of stream after the close frame (a full
-// close with unread input could reset the connection and lose the frame),
-// and gives the reader closeGrace to see the peer's close.
-func (c *client) finish() {
-	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
-		_ = cw.CloseWrite()
-	}
-	_ = c.nc.SetReadDeadline(time.Now().Add(closeGrace))
-	close(c.writerDone)
-}
 
 // run is the connection's reader and owner: it reads init messages until
 // the connection ends, then removes the subscriber from the hub, finishes

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"syscall"
 
 	"github.com/gorilla/websocket"
 
@@ -126,6 +127,9 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader has answered
 	}
 	c := newClient(h, conn, lw.conn, r.RemoteAddr)
+	if lw.conn.rc != nil {
+		c.raw = lw.conn
+	}
 	if !h.register(c) {
 		_, _ = c.nc.Write(closeFrame(closeGoingAway, "going away"))
 		_ = c.nc.Close()
@@ -164,6 +168,11 @@ func (w *lockingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	w.conn = &lockedConn{Conn: nc}
+	if tc, ok := nc.(syscall.Conn); ok {
+		if rc, err := tc.SyscallConn(); err == nil {
+			w.conn.rc = rc
+		}
+	}
 	return w.conn, brw, nil
 }
 
@@ -171,6 +180,9 @@ func (w *lockingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 type lockedConn struct {
 	net.Conn
 	mu sync.Mutex
+	// rc allows non-blocking writes (see tryWrite); nil for TLS, whose
+	// records cannot be written without blocking.
+	rc syscall.RawConn
 }
 
 func (c *lockedConn) Write(p []byte) (int, error) {

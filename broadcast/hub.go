@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +57,9 @@ type Hub struct {
 	// lock is not what limits throughput; see the README's figures.)
 	pubMu  sync.Mutex
 	topics map[string]*topic
+	ready  []*client // Publish's scratch list of subscribers to schedule
+
+	flush flushers
 
 	mu      sync.Mutex // guards clients and closed
 	clients map[*client]struct{}
@@ -84,6 +88,7 @@ func NewHub(a Authenticator, opts Options) *Hub {
 		clients: make(map[*client]struct{}),
 		stop:    make(chan struct{}),
 	}
+	h.flush.start(runtime.GOMAXPROCS(0))
 	h.pinger.Add(1)
 	go h.pingLoop()
 	return h
@@ -110,7 +115,18 @@ func (h *Hub) Publish(event string, data json.RawMessage) error {
 		}
 	}
 	for _, c := range t.list {
-		c.enqueue(f)
+		if c.add(f) {
+			if c.raw == nil {
+				h.schedule(c)
+			} else {
+				h.ready = append(h.ready, c)
+			}
+		}
+	}
+	if len(h.ready) > 0 {
+		h.flush.add(h.ready...)
+		clear(h.ready)
+		h.ready = h.ready[:0]
 	}
 	return nil
 }
@@ -220,6 +236,8 @@ func (h *Hub) Close(ctx context.Context) error {
 		h.readers.Wait()
 		close(done)
 	}()
+	// The flushers write the close frames, so they stop last.
+	defer h.flush.close()
 	select {
 	case <-done:
 		return nil

@@ -1,0 +1,313 @@
+package broadcast
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// How frames reach the sockets.
+//
+// A publish queues one shared frame to each subscriber; a subscriber with
+// queued frames is put on the hub's ready list once. A few flusher
+// goroutines (one per CPU) take subscribers off the list and write all of
+// their queued frames in one non-blocking system call. While the flushers
+// work through the list, further publishes queue behind, so the busier the
+// server, the more frames each write carries: batching that adapts to load
+// without delaying anything when the server is quiet.
+//
+// A subscriber whose socket cannot take the whole write at once (it reads
+// slowly, or the connection is TLS, which cannot be written without
+// blocking) gets a goroutine of its own that writes with WRITE_TIMEOUT, so
+// that no flusher ever waits on one subscriber.
+
+// writeChunk is the most bytes coalesced into one write: large enough that
+// a burst of small events goes out in one system call, small enough to keep
+// pooled buffers cheap. A frame larger than this is written on its own.
+const writeChunk = 64 << 10
+
+// flushBatch is how many subscribers a flusher takes off the ready list at
+// once: enough to make the list's lock cheap, few enough to share the work
+// between flushers.
+const flushBatch = 64
+
+var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, writeChunk); return &b }}
+
+// flushers is the ready list and the goroutines that serve it.
+type flushers struct {
+	mu    sync.Mutex
+	cond  *sync.Cond
+	ready []*client
+	stop  bool
+	wg    sync.WaitGroup
+}
+
+func (f *flushers) start(n int) {
+	f.cond = sync.NewCond(&f.mu)
+	for range n {
+		f.wg.Add(1)
+		go f.run()
+	}
+}
+
+// add puts clients on the ready list.
+func (f *flushers) add(cs ...*client) {
+	f.mu.Lock()
+	f.ready = append(f.ready, cs...)
+	f.mu.Unlock()
+	f.cond.Signal()
+}
+
+func (f *flushers) run() {
+	defer f.wg.Done()
+	var batch []*client
+	for {
+		f.mu.Lock()
+		for len(f.ready) == 0 && !f.stop {
+			f.cond.Wait()
+		}
+		if len(f.ready) == 0 {
+			f.mu.Unlock()
+			return
+		}
+		n := min(len(f.ready), flushBatch)
+		batch = append(batch[:0], f.ready[:n]...)
+		rest := copy(f.ready, f.ready[n:])
+		clear(f.ready[rest:])
+		f.ready = f.ready[:rest]
+		more := rest > 0
+		f.mu.Unlock()
+		if more {
+			f.cond.Signal() // let another flusher share the list
+		}
+		for _, c := range batch {
+			c.flush()
+		}
+		clear(batch)
+	}
+}
+
+// close stops the flushers once the ready list is empty.
+func (f *flushers) close() {
+	f.mu.Lock()
+	f.stop = true
+	f.mu.Unlock()
+	f.cond.Broadcast()
+	f.wg.Wait()
+}
+
+// schedule hands c, which add or close has marked scheduled, to a writer.
+func (h *Hub) schedule(c *client) {
+	if c.raw == nil {
+		go c.writeLoop(nil, nil, nil)
+		return
+	}
+	h.flush.add(c)
+}
+
+// flush runs on a flusher: it takes everything queued for c and writes it
+// without blocking. What the socket does not take at once is handed to a
+// goroutine of c's own.
+func (c *client) flush() {
+	frames, closing, ok := c.take()
+	if !ok {
+		if closing {
+			c.finish()
+		}
+		return
+	}
+	bp := writeBufs.Get().(*[]byte)
+	buf := (*bp)[:0]
+	for i, f := range frames {
+		if len(buf)+len(f) > writeChunk {
+			// Too much for one write: all of it goes the slow way, in order.
+			go c.writeLoop(bp, buf, frames[i:])
+			return
+		}
+		buf = append(buf, f...)
+	}
+	clear(frames)
+	n, err := c.raw.tryWrite(buf)
+	switch {
+	case err != nil:
+		*bp = buf[:0]
+		writeBufs.Put(bp)
+		c.fail()
+	case n < len(buf):
+		go c.writeLoop(bp, buf[n:], nil)
+	default:
+		*bp = buf[:0]
+		writeBufs.Put(bp)
+		c.done()
+	}
+}
+
+// take swaps the queue out for writing. ok is false when there is nothing
+// to write; then the client is no longer scheduled, and closing reports
+// whether its close frame has gone out (the writer must finish).
+func (c *client) take() (frames [][]byte, closing, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.queue) == 0 {
+		c.scheduled = false
+		if cap(c.queue) > 256 { // do not keep a burst's worth of slice while idle
+			c.queue, c.batch = nil, nil
+		}
+		return nil, c.closing, false
+	}
+	c.batch, c.queue = c.queue, c.batch[:0]
+	c.queued = 0
+	return c.batch, false, true
+}
+
+// done follows a complete write by a flusher: if more was queued meanwhile
+// the client goes back on the ready list, behind the others, for fairness.
+func (c *client) done() {
+	c.mu.Lock()
+	more := len(c.queue) > 0 || c.closing
+	if !more {
+		c.scheduled = false
+		if cap(c.queue) > 256 {
+			c.queue, c.batch = nil, nil
+		}
+	}
+	c.mu.Unlock()
+	if more {
+		c.hub.flush.add(c)
+	}
+}
+
+// writeLoop is c's own writer: it writes what a flusher left (pending
+// bytes in the pooled buffer bp, then frames; all may be nil), then
+// everything queued until the queue is empty, each write bounded by
+// WRITE_TIMEOUT. It serves TLS connections and subscribers that fall behind.
+func (c *client) writeLoop(bp *[]byte, pending []byte, frames [][]byte) {
+	if bp == nil {
+		bp = writeBufs.Get().(*[]byte)
+	}
+	defer func() {
+		*bp = (*bp)[:0]
+		writeBufs.Put(bp)
+	}()
+	if len(pending) > 0 {
+		if err := c.write(pending); err != nil {
+			c.fail()
+			return
+		}
+	}
+	if len(frames) > 0 {
+		err := c.writeFrames(frames, bp)
+		clear(frames)
+		if err != nil {
+			c.fail()
+			return
+		}
+	}
+	for {
+		frames, closing, ok := c.take()
+		if !ok {
+			if closing {
+				c.finish()
+			}
+			return
+		}
+		err := c.writeFrames(frames, bp)
+		clear(frames)
+		if err != nil {
+			c.fail()
+			return
+		}
+	}
+}
+
+// writeFrames writes frames through the buffer bp, writeChunk at a time;
+// a frame larger than writeChunk is written on its own.
+func (c *client) writeFrames(frames [][]byte, bp *[]byte) error {
+	buf := (*bp)[:0]
+	defer func() { *bp = buf[:0] }()
+	for _, f := range frames {
+		if len(buf)+len(f) > writeChunk && len(buf) > 0 {
+			if err := c.write(buf); err != nil {
+				return err
+			}
+			buf = buf[:0]
+		}
+		if len(f) > writeChunk {
+			if err := c.write(f); err != nil {
+				return err
+			}
+			continue
+		}
+		buf = append(buf, f...)
+	}
+	if len(buf) > 0 {
+		return c.write(buf)
+	}
+	return nil
+}
+
+// write is one blocking write bounded by WRITE_TIMEOUT.
+func (c *client) write(b []byte) error {
+	if err := c.nc.SetWriteDeadline(time.Now().Add(c.hub.opts.WriteTimeout)); err != nil {
+		return err
+	}
+	_, err := c.nc.Write(b)
+	return err
+}
+
+// fail ends the writer after a write error or timeout: the connection is
+// unusable, so it is closed, which also ends the reader.
+func (c *client) fail() {
+	c.mu.Lock()
+	if !c.closing {
+		c.closing = true
+		c.reason = "write failed"
+	}
+	clear(c.queue)
+	c.queue, c.queued = nil, 0
+	c.mu.Unlock()
+	c.nc.Close()
+	close(c.writerDone)
+}
+
+// finish runs after the close frame is written: it half-closes the
+// connection so the peer sees end of stream after the close frame (a full
+// close with unread input could reset the connection and lose the frame),
+// and gives the reader closeGrace to see the peer's close.
+func (c *client) finish() {
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(closeGrace))
+	close(c.writerDone)
+}
+
+// tryWrite writes b with one non-blocking system call and returns how much
+// the socket took; a full socket buffer is not an error (n < len(b)). It
+// holds the write lock like Write, so whole frames never interleave with
+// the WebSocket library's own (rare) writes. A partial write is finished by
+// the subscriber's own writer after the lock is released; only a peer that
+// has just broken the protocol can make the library write in between, and
+// that connection is being closed anyway.
+func (c *lockedConn) tryWrite(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var n int
+	var werr error
+	err := c.rc.Write(func(fd uintptr) bool {
+		n, werr = syscall.Write(int(fd), b)
+		return true // one attempt: never wait for the socket here
+	})
+	if err != nil {
+		return 0, err
+	}
+	if errors.Is(werr, syscall.EAGAIN) || errors.Is(werr, syscall.EINTR) {
+		return 0, nil
+	}
+	if werr != nil {
+		return 0, fmt.Errorf("socket write: %w", werr)
+	}
+	return n, nil
+}
