@@ -198,13 +198,24 @@ func (c *client) readLoop() (int, string) {
 		if err != nil {
 			return closeCodeFor(err, initialized)
 		}
-		if c.handleInit(msg) {
+		if c.handleOnFreshStack(msg) {
 			initialized = true
 		}
 		if initialized {
 			c.keepAlive()
 		}
 	}
+}
+
+// handleOnFreshStack handles a message on a short-lived goroutine. Parsing
+// and authenticating need a deep stack, and a goroutine's stack never
+// shrinks below what it once used; keeping that work off the reader, which
+// lives as long as the connection, keeps an idle subscriber's stack at the
+// few frames of a blocked read. Messages are rare, so the goroutine is cheap.
+func (c *client) handleOnFreshStack(msg []byte) bool {
+	done := make(chan bool, 1)
+	go func() { done <- c.handleInit(msg) }()
+	return <-done
 }
 
 // closeCodeFor picks the close frame to answer a read error with.

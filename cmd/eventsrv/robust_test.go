@@ -164,26 +164,32 @@ func TestGracefulShutdown(t *testing.T) {
 	s := startServer(t, nil)
 	c := s.subscribe("a")
 
-	// Start a POST whose body is still arriving when shutdown begins.
+	// Start a POST whose body is still to come when shutdown begins. With
+	// Expect: 100-continue the server says when the handler is reading the
+	// body, so the request is surely in flight before shutdown.
 	conn, err := net.Dial("tcp", strings.TrimPrefix(s.listenURL, "http://"))
 	require.NoError(t, err)
 	defer conn.Close()
 	body := `{"event":"a","data":"late"}`
-	_, err = fmt.Fprintf(conn, "POST /event HTTP/1.1\r\nHost: x\r\nAuthorization: Basic %s\r\nContent-Length: %d\r\n\r\n%s",
-		testToken, len(body), body[:10])
+	_, err = fmt.Fprintf(conn, "POST /event HTTP/1.1\r\nHost: x\r\nAuthorization: Basic %s\r\n"+
+		"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n", testToken, len(body))
 	require.NoError(t, err)
-	s.waitLog(`msg="tokens file loaded"`)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+	reply := make([]byte, 512)
+	n, err := conn.Read(reply)
+	require.NoError(t, err)
+	require.Contains(t, string(reply[:n]), "100 Continue")
 
 	stopped := make(chan error, 1)
 	go func() { stopped <- s.stop() }()
 	s.waitLog(`msg="shutting down"`)
-	_, err = conn.Write([]byte(body[10:]))
+	_, err = conn.Write([]byte(body))
 	require.NoError(t, err)
-	reply := make([]byte, 512)
-	require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
-	n, err := conn.Read(reply)
+	n, err = conn.Read(reply)
 	require.NoError(t, err)
 	assert.Contains(t, string(reply[:n]), "200 OK")
+	// The late event still reached the subscriber, before the close.
+	require.Equal(t, eventJSON("a", `"late"`), readText(t, c))
 
 	ce := readClose(t, c)
 	assert.Equal(t, websocket.CloseGoingAway, ce.Code)
@@ -198,8 +204,14 @@ func TestShutdownTimeoutCutsStalledConnections(t *testing.T) {
 	conn, err := net.Dial("tcp", strings.TrimPrefix(s.listenURL, "http://"))
 	require.NoError(t, err)
 	defer conn.Close()
-	_, err = fmt.Fprintf(conn, "POST /event HTTP/1.1\r\nHost: x\r\nAuthorization: Basic %s\r\nContent-Length: 100\r\n\r\n{", testToken)
+	_, err = fmt.Fprintf(conn, "POST /event HTTP/1.1\r\nHost: x\r\nAuthorization: Basic %s\r\n"+
+		"Expect: 100-continue\r\nContent-Length: 100\r\n\r\n", testToken)
 	require.NoError(t, err)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+	reply := make([]byte, 512)
+	n, err := conn.Read(reply)
+	require.NoError(t, err)
+	require.Contains(t, string(reply[:n]), "100 Continue", "the handler is reading the body")
 	s.subscribe("a")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
