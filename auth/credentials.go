@@ -29,8 +29,13 @@ func ParseCredentials(credentials string) (scheme, token string, err error) {
 	if credentials == "" {
 		return "", "", ErrUnauthenticated
 	}
-	scheme, token, _ = strings.Cut(credentials, " ")
+	scheme, token, found := strings.Cut(credentials, " ")
 	if scheme != SchemeBasic {
+		if !found {
+			// No space: this may be a bare token. Return nothing of it, so
+			// that no caller can log it as a "scheme".
+			scheme = ""
+		}
 		return scheme, "", ErrUnrecognizedScheme
 	}
 	token = strings.TrimSpace(token)

@@ -15,7 +15,6 @@ const (
 	closeNormal        = websocket.CloseNormalClosure    // 1000: the peer closed
 	closeGoingAway     = websocket.CloseGoingAway        // 1001: server shutting down
 	closePolicy        = websocket.ClosePolicyViolation  // 1008: slow consumer, timeouts
-	closeTooBig        = websocket.CloseMessageTooBig    // 1009: message over the limit
 	closeProtocolError = websocket.CloseProtocolError    // 1002: malformed frames
 	closeNoStatus      = websocket.CloseNoStatusReceived // 1005: never sent on the wire
 
@@ -226,7 +225,9 @@ func closeCodeFor(err error, initialized bool) (int, string) {
 	case errors.As(err, &ce):
 		return closeNormal, "closed by peer"
 	case errors.Is(err, websocket.ErrReadLimit):
-		return closeTooBig, "message too big"
+		// gorilla has already sent close 1009; a second close frame would
+		// be a protocol error, so the reason is for the log only.
+		return closeNoStatus, "message too big"
 	case errors.As(err, &ne) && ne.Timeout():
 		if initialized {
 			return closePolicy, reasonPingTimeout

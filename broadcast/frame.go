@@ -67,7 +67,12 @@ func eventFrame(name string, data []byte) []byte {
 // the peer sees as the close reason.
 func closeFrame(code int, reason string) []byte {
 	if len(reason) > 123 { // a control frame payload is at most 125 bytes
-		reason = reason[:123]
+		// Cut on a character boundary: the reason must be valid UTF-8.
+		cut := 123
+		for cut > 0 && !utf8.RuneStart(reason[cut]) {
+			cut--
+		}
+		reason = reason[:cut]
 	}
 	return newFrame(opClose, 2+len(reason), func(b []byte) []byte {
 		b = binary.BigEndian.AppendUint16(b, uint16(code))

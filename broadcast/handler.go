@@ -98,7 +98,7 @@ func contains(list []string, s string) bool {
 // messages from subscribers are rare and small, and the server's own writes
 // bypass gorilla's write buffer (see client.writeFrames).
 var upgrader = websocket.Upgrader{
-	ReadBufferSize:  256, // larger messages are read through it in pieces
+	ReadBufferSize:  256,          // larger messages are read through it in pieces
 	WriteBufferPool: &sync.Pool{}, // gorilla allocates no write buffer per connection
 	// Any origin may connect: subscribers authenticate with a token in the
 	// init message, not with cookies, so a cross-site page gains nothing a

@@ -67,13 +67,19 @@ type handler struct {
 // NewHandler returns the listen server's routes: POST /event; anything else
 // is 404 or 405, always with a JSON code.
 func NewHandler(a Authenticator, pub Publisher, opts Options) http.Handler {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
 	h := &handler{auth: a, pub: pub, opts: opts}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/event", h.event)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeCode(w, CodeNotFound)
+	// Exact paths, not http.ServeMux: its redirects for unclean paths
+	// (//event, /./event) would answer without a JSON code.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/event" {
+			writeCode(w, CodeNotFound)
+			return
+		}
+		h.event(w, r)
 	})
-	return mux
 }
 
 func (h *handler) event(w http.ResponseWriter, r *http.Request) {

@@ -607,7 +607,9 @@ func (f *fakeServer) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	<-writerDone
 }
 
-// fakeInit reads the init message and answers it.
+// fakeInit reads the init message and answers a refusal; the OK is queued
+// by register, under the fan-out lock, so that the subscriber misses no
+// event published after it.
 func fakeInit(conn *websocket.Conn) ([]string, bool) {
 	var msg initMessage
 	if err := conn.ReadJSON(&msg); err != nil {
@@ -617,7 +619,7 @@ func fakeInit(conn *websocket.Conn) ([]string, bool) {
 		_ = conn.WriteJSON(initReply{Type: "init", Code: "UNAUTHENTICATED"})
 		return nil, false
 	}
-	return msg.Events, conn.WriteJSON(initReply{Type: "init", Code: "OK"}) == nil
+	return msg.Events, true // register queues the OK, so no event can precede it
 }
 
 // fakeWriter does every write of one connection: a ping first, as the real
@@ -649,6 +651,7 @@ func (f *fakeServer) register(events []string, remoteAddr string) *fakeClient {
 		f.sources[host] = struct{}{}
 	}
 	c := &fakeClient{events: events, send: make(chan []byte, 1024)}
+	c.send <- []byte(`{"type":"init","code":"OK"}`)
 	f.clients = append(f.clients, c)
 	return c
 }

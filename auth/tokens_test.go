@@ -1,0 +1,234 @@
+package auth
+
+import (
+	"errors"
+	"regexp"
+	"strings"
+	"testing"
+	"testing/iotest"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const (
+	tok15 = "abcdefghijklmno"      // one short of MinTokenLength
+	tok16 = "abcdefghijklmnop"     // exactly MinTokenLength
+	tokB  = "0123456789ABCDEFGHIJ" // 20 characters
+	tokC  = "zyxwvutsrqponmlkjihg" // 20 characters
+)
+
+func TestParseTokens(t *testing.T) {
+	tests := []struct {
+		name      string
+		in        string
+		want      []string // tokens Contains must accept
+		notWant   []string // strings Contains must refuse
+		wantLen   int
+		wantShort []ShortLine
+	}{
+		{
+			name:    "empty file",
+			in:      "",
+			wantLen: 0,
+		},
+		{
+			name:    "comments and blank lines",
+			in:      "# who uses what\n\n" + tok16 + "\n   \n\t\n#" + tokB + "\n   # " + tokC + "\n",
+			want:    []string{tok16},
+			notWant: []string{tokB, "#" + tokB, tokC, "# " + tokC},
+			wantLen: 1,
+		},
+		{
+			name:    "CRLF line endings",
+			in:      "# comment\r\n" + tok16 + "\r\n\r\n" + tokB + "\r\n",
+			want:    []string{tok16, tokB},
+			notWant: []string{tok16 + "\r", tokB + "\r"},
+			wantLen: 2,
+		},
+		{
+			name:    "surrounding whitespace",
+			in:      "  \t" + tok16 + " \t\n\v" + tokB + "\f\n",
+			want:    []string{tok16, tokB},
+			notWant: []string{"  \t" + tok16 + " \t", " " + tokB},
+			wantLen: 2,
+		},
+		{
+			name:      "15 characters ignored, 16 kept",
+			in:        tok15 + "\n" + tok16 + "\n# " + tok15 + "\n\n  " + tok15 + "  \n" + tokB,
+			want:      []string{tok16, tokB},
+			notWant:   []string{tok15},
+			wantLen:   2,
+			wantShort: []ShortLine{{Line: 1}, {Line: 5}},
+		},
+		{
+			name:      "short line numbers count blank lines and CRLF",
+			in:        "\r\n# c\r\nshort\r\n" + tokB + "\r\nx",
+			want:      []string{tokB},
+			wantLen:   1,
+			wantShort: []ShortLine{{Line: 3}, {Line: 5}},
+		},
+		{
+			name:    "duplicates kept once",
+			in:      tokB + "\n" + tok16 + "\n  " + tokB + "\r\n" + tokB,
+			want:    []string{tokB, tok16},
+			wantLen: 2,
+		},
+		{
+			name:    "only comments",
+			in:      "# one\n# two\n#" + tokB + "\n",
+			notWant: []string{tokB},
+			wantLen: 0,
+		},
+		{
+			name:    "last line without newline",
+			in:      tok16 + "\n" + tokB,
+			want:    []string{tok16, tokB},
+			wantLen: 2,
+		},
+		{
+			name:    "inner space is part of the token",
+			in:      "abcdefgh ijklmnopq\n",
+			want:    []string{"abcdefgh ijklmnopq"},
+			notWant: []string{"abcdefgh", "ijklmnopq"},
+			wantLen: 1,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			set, short, err := ParseTokens(strings.NewReader(tt.in))
+			require.NoError(t, err)
+			require.NotNil(t, set)
+			assert.Equal(t, tt.wantLen, set.Len(), "Len")
+			assert.Equal(t, tt.wantShort, short, "short lines")
+			for _, tok := range tt.want {
+				assert.True(t, set.Contains(tok), "Contains(%q)", tok)
+			}
+			for _, tok := range tt.notWant {
+				assert.False(t, set.Contains(tok), "Contains(%q)", tok)
+			}
+		})
+	}
+}
+
+func TestParseTokensErrors(t *testing.T) {
+	t.Run("read error", func(t *testing.T) {
+		boom := errors.New("boom")
+		set, short, err := ParseTokens(iotest.ErrReader(boom))
+		require.ErrorIs(t, err, boom)
+		assert.Nil(t, set)
+		assert.Nil(t, short)
+	})
+	t.Run("file over the size bound", func(t *testing.T) {
+		big := strings.Repeat(tokB+"\n", maxTokensFileBytes/(len(tokB)+1)+1)
+		require.Greater(t, len(big), maxTokensFileBytes)
+		set, _, err := ParseTokens(strings.NewReader(big))
+		require.Error(t, err)
+		assert.Nil(t, set)
+	})
+}
+
+func TestTokenSetContains(t *testing.T) {
+	long := tokB + tokC // 40 characters
+	set, short, err := ParseTokens(strings.NewReader(tok16 + "\n" + long + "\n"))
+	require.NoError(t, err)
+	require.Empty(t, short)
+
+	tests := []struct {
+		name  string
+		token string
+		want  bool
+	}{
+		{"present, minimum length", tok16, true},
+		{"present, long", long, true},
+		{"absent", "ABSENT-token-0123456789", false},
+		{"prefix of a token", long[:len(long)-1], false},
+		{"prefix of a token at minimum length", long[:MinTokenLength], false},
+		{"token plus suffix", tok16 + "x", false},
+		{"token plus space", tok16 + " ", false},
+		{"case differs", strings.ToUpper(tok16), false},
+		{"shorter than the minimum", tok15, false},
+		{"empty", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, set.Contains(tt.token))
+		})
+	}
+
+	t.Run("nil set", func(t *testing.T) {
+		var nilSet *TokenSet
+		assert.False(t, nilSet.Contains(tok16))
+		assert.False(t, nilSet.Contains(""))
+	})
+	t.Run("empty set", func(t *testing.T) {
+		empty := &TokenSet{}
+		assert.Equal(t, 0, empty.Len())
+		assert.False(t, empty.Contains(tok16))
+	})
+}
+
+var urlSafe = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+func TestNewToken(t *testing.T) {
+	a, b := NewToken(), NewToken()
+	for _, tok := range []string{a, b} {
+		assert.GreaterOrEqual(t, len(tok), 32)
+		assert.Regexp(t, urlSafe, tok)
+		assert.Equal(t, strings.TrimSpace(tok), tok)
+	}
+	assert.NotEqual(t, a, b)
+
+	// A new token is accepted once written to a tokens file.
+	set, short, err := ParseTokens(strings.NewReader(a + "\n"))
+	require.NoError(t, err)
+	assert.Empty(t, short)
+	assert.True(t, set.Contains(a))
+	assert.False(t, set.Contains(b))
+}
+
+func FuzzParseTokens(f *testing.F) {
+	for _, s := range []string{
+		"",
+		"# comment\n" + tok16 + "\n",
+		tok15 + "\r\n" + tok16 + "\r\n",
+		"  " + tokB + "  \n\n#" + tokC,
+		tokB + "\n" + tokB + "\n",
+		"\xff\xfe" + tokB + "\r\r\n\x00",
+		"\u00a0" + tokB + "\u2028\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		set, short, err := ParseTokens(strings.NewReader(string(data)))
+		if err != nil {
+			t.Fatalf("ParseTokens: %v", err) // inputs are far below the size bound
+		}
+		lines := strings.Split(string(data), "\n")
+		kept := 0
+		for _, line := range lines {
+			line = strings.TrimSpace(line)
+			if line == "" || strings.HasPrefix(line, "#") || len(line) < MinTokenLength {
+				continue
+			}
+			kept++
+			if !set.Contains(line) {
+				t.Fatalf("token line %q not in the set", line)
+			}
+		}
+		if set.Len() > kept {
+			t.Fatalf("set holds %d tokens, but only %d lines qualify", set.Len(), kept)
+		}
+		prev := 0
+		for _, s := range short {
+			if s.Line < 1 || s.Line > len(lines) || s.Line <= prev {
+				t.Fatalf("short line %d out of range 1..%d or out of order (previous %d)", s.Line, len(lines), prev)
+			}
+			prev = s.Line
+			line := strings.TrimSpace(lines[s.Line-1])
+			if line == "" || strings.HasPrefix(line, "#") || len(line) >= MinTokenLength {
+				t.Fatalf("line %d (%q) reported short", s.Line, line)
+			}
+		}
+	})
+}
