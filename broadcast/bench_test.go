@@ -139,7 +139,7 @@ func benchmarkFanout(b *testing.B, attach func(*testing.B, *byteSink) (nc net.Co
 	}()
 	for range clients {
 		nc, raw := attach(b, sink)
-		c := newClient(h, nil, nc, "bench")
+		c := newClient(h, nil, nc, nil, "bench")
 		c.raw = raw
 		require.True(b, h.register(c))
 		c.subs[event] = struct{}{}
@@ -184,7 +184,7 @@ func benchmarkFanout(b *testing.B, attach func(*testing.B, *byteSink) (nc net.Co
 
 func BenchmarkWriteFrames(b *testing.B) {
 	const n, size = 64, 150
-	c := newClient(&Hub{opts: Options{WriteTimeout: time.Minute}}, nil, discardConn{}, "bench")
+	c := newClient(&Hub{opts: Options{WriteTimeout: time.Minute}}, nil, discardConn{}, nil, "bench")
 	frames := make([][]byte, n)
 	for i := range frames {
 		frames[i] = textFrame([]byte(strings.Repeat("x", size-4))) // 4-byte header: 126..65535

@@ -1,9 +1,11 @@
 package broadcast
 
 import (
+	"bufio"
 	"errors"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -34,7 +36,8 @@ const closeGrace = time.Second
 type client struct {
 	hub    *Hub
 	conn   *websocket.Conn
-	nc     net.Conn // the same connection; writes here are serialised by lockedConn
+	nc     net.Conn      // the same connection; writes here are serialised by lockedConn
+	br     *bufio.Reader // what gorilla reads through; nil if unknown
 	remote string
 
 	// subs is the subscription set; only the reader goroutine touches it.
@@ -58,11 +61,12 @@ type client struct {
 	writerDone chan struct{} // closed when the writer has finished for good
 }
 
-func newClient(h *Hub, conn *websocket.Conn, nc net.Conn, remote string) *client {
+func newClient(h *Hub, conn *websocket.Conn, nc net.Conn, br *bufio.Reader, remote string) *client {
 	return &client{
 		hub:        h,
 		conn:       conn,
 		nc:         nc,
+		br:         br,
 		remote:     remote,
 		subs:       make(map[string]struct{}),
 		writerDone: make(chan struct{}),
@@ -193,6 +197,9 @@ func (c *client) readLoop() (int, string) {
 	c.conn.SetCloseHandler(func(int, string) error { return nil })
 
 	for {
+		if err := c.waitReadable(); err != nil {
+			return closeCodeFor(err, initialized)
+		}
 		_, msg, err := c.conn.ReadMessage()
 		if err != nil {
 			return closeCodeFor(err, initialized)
@@ -204,6 +211,25 @@ func (c *client) readLoop() (int, string) {
 			c.keepAlive()
 		}
 	}
+}
+
+// waitReadable returns when there is something to read (or the read
+// deadline passes). It waits in a few shallow frames, where gorilla's read
+// would park the goroutine deep in its frame parser: the runtime shrinks an
+// idle goroutine's stack to what it uses, so an idle subscriber's reader
+// costs 2 KiB of stack instead of 4.
+func (c *client) waitReadable() error {
+	if c.raw == nil || c.br == nil || c.br.Buffered() > 0 {
+		return nil
+	}
+	var peekErr error
+	err := c.raw.rc.Read(func(fd uintptr) bool {
+		var b [1]byte
+		_, _, peekErr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		// Data, end of stream and errors are all for gorilla to read.
+		return !errors.Is(peekErr, syscall.EAGAIN)
+	})
+	return err
 }
 
 // handleOnFreshStack handles a message on a short-lived goroutine. Parsing

@@ -126,7 +126,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.opts.Log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return // the upgrader has answered
 	}
-	c := newClient(h, conn, lw.conn, r.RemoteAddr)
+	c := newClient(h, conn, lw.conn, lw.br, r.RemoteAddr)
 	if lw.conn.rc != nil {
 		c.raw = lw.conn
 	}
@@ -156,6 +156,7 @@ func writeCode(w http.ResponseWriter, status int, code string) {
 type lockingWriter struct {
 	http.ResponseWriter
 	conn *lockedConn
+	br   *bufio.Reader
 }
 
 func (w *lockingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -173,6 +174,16 @@ func (w *lockingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 			w.conn.rc = rc
 		}
 	}
+	if brw.Reader.Buffered() > 0 {
+		nc.Close()
+		return nil, nil, errors.New("client sent data before the handshake completed")
+	}
+	// gorilla reads through this reader (ReadBufferSize is 0), so the
+	// reader can see whether a message is already buffered before it waits
+	// on the socket (client.waitReadable). It is small: messages from
+	// subscribers are rare and short, and larger ones pass through it.
+	w.br = bufio.NewReaderSize(w.conn, 512)
+	brw.Reader = w.br
 	return w.conn, brw, nil
 }
 

@@ -69,6 +69,7 @@ type config struct {
 	sources         []netip.Addr // local addresses to dial from; nil means the system's choice
 	pid             int
 	idle            bool
+	hold            time.Duration
 	dialConcurrency int
 	timeout         time.Duration
 	jsonOut         bool
@@ -125,6 +126,9 @@ func newFlagSet(cfg *config, raw *rawFlags, stderr io.Writer) *flag.FlagSet {
 		"\"auto\" uses "+loopbackSources+" when the broadcast host is IPv4 loopback, \"none\" never spreads")
 	fs.IntVar(&cfg.pid, "pid", 0, "the server's `pid`, to report its CPU time and RSS (reads /proc; Linux only)")
 	fs.BoolVar(&cfg.idle, "idle", false, "measure the server's RSS per idle subscriber instead of publishing (needs -pid)")
+	fs.DurationVar(&cfg.hold, "hold", 0, "with -idle: hold the subscribers this long before measuring, so that the server's\n"+
+		"periodic garbage collection (every 2 minutes in Go) and memory return have run; 150s measures\n"+
+		"what the subscribers keep, 0 also counts what connecting them left behind")
 	fs.IntVar(&cfg.dialConcurrency, "dial-concurrency", defaultDialConcurrency, "maximum subscriber dials and inits in flight")
 	fs.DurationVar(&cfg.timeout, "timeout", defaultTimeout, "bound for each phase: connecting all subscribers, and waiting for deliveries after the last publish")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print the report as JSON")

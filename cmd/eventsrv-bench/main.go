@@ -85,6 +85,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Thresholds for warnings before a run.
@@ -196,6 +197,10 @@ func runIdle(ctx context.Context, cfg config) (*report, error) {
 		return nil, err
 	}
 	f := openFleet(ctx, cfg, nil)
+	select {
+	case <-time.After(cfg.hold):
+	case <-ctx.Done():
+	}
 	after, stable, err := waitStableRSS(ctx, cfg.pid, cfg.timeout)
 	f.close(cfg.dialConcurrency)
 	if err != nil {
