@@ -163,7 +163,7 @@ func (c *client) run() {
 	c.mu.Lock()
 	reason = c.reason
 	c.mu.Unlock()
-	c.hub.opts.Log.Debug("subscriber closed", "remote", c.remote, "reason", reason)
+	c.hub.opts.Log.Info("subscriber closed", "remote", c.remote, "reason", reason)
 }
 
 // pongWait is how long a subscriber may stay silent (no pong, no message)

@@ -134,7 +134,7 @@ func (c *client) flush() {
 	case err != nil:
 		*bp = buf[:0]
 		writeBufs.Put(bp)
-		c.fail()
+		c.fail(err)
 	case n < len(buf):
 		go c.writeLoop(bp, buf[n:], nil)
 	default:
@@ -193,7 +193,7 @@ func (c *client) writeLoop(bp *[]byte, pending []byte, frames [][]byte) {
 	}()
 	if len(pending) > 0 {
 		if err := c.write(pending); err != nil {
-			c.fail()
+			c.fail(err)
 			return
 		}
 	}
@@ -201,7 +201,7 @@ func (c *client) writeLoop(bp *[]byte, pending []byte, frames [][]byte) {
 		err := c.writeFrames(frames, bp)
 		clear(frames)
 		if err != nil {
-			c.fail()
+			c.fail(err)
 			return
 		}
 	}
@@ -210,13 +210,18 @@ func (c *client) writeLoop(bp *[]byte, pending []byte, frames [][]byte) {
 		if !ok {
 			if closing {
 				c.finish()
+				return
 			}
+			// The flushers' non-blocking writes would fail once a deadline
+			// set here had passed: clear it. A flusher that wrote before
+			// this line did so while the deadline was still ahead.
+			_ = c.nc.SetWriteDeadline(time.Time{})
 			return
 		}
 		err := c.writeFrames(frames, bp)
 		clear(frames)
 		if err != nil {
-			c.fail()
+			c.fail(err)
 			return
 		}
 	}
@@ -259,11 +264,11 @@ func (c *client) write(b []byte) error {
 
 // fail ends the writer after a write error or timeout: the connection is
 // unusable, so it is closed, which also ends the reader.
-func (c *client) fail() {
+func (c *client) fail(err error) {
 	c.mu.Lock()
 	if !c.closing {
 		c.closing = true
-		c.reason = "write failed"
+		c.reason = "write failed: " + err.Error()
 	}
 	clear(c.queue)
 	c.queue, c.queued = nil, 0

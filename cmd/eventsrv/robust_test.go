@@ -225,3 +225,20 @@ func TestShutdownTimeoutCutsStalledConnections(t *testing.T) {
 	}
 	assert.Contains(t, s.logs.String(), "shutdown timeout passed")
 }
+
+// A subscriber that once needed a blocking write (here a frame larger than
+// one coalesced write) keeps receiving after WRITE_TIMEOUT has passed: the
+// deadline of that write must not linger and fail later writes.
+func TestWriteDeadlineDoesNotOutliveItsWrite(t *testing.T) {
+	s := startServer(t, map[string]string{"WRITE_TIMEOUT": "100ms"})
+	c := s.subscribe("a")
+	big := `"` + strings.Repeat("x", 100<<10) + `"`
+	s.publish("a", big)
+	require.Equal(t, eventJSON("a", big), readText(t, c))
+	// Keep publishing until well past the deadline of that write.
+	for start, i := time.Now(), 0; time.Since(start) < 500*time.Millisecond; i++ {
+		s.publish("a", fmt.Sprint(i))
+		require.Equal(t, eventJSON("a", fmt.Sprint(i)), readText(t, c))
+	}
+	assert.NotContains(t, s.logs.String(), "write failed")
+}
