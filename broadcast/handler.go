@@ -98,7 +98,7 @@ func contains(list []string, s string) bool {
 // messages from subscribers are rare and small, and the server's own writes
 // bypass gorilla's write buffer (see client.writeFrames).
 var upgrader = websocket.Upgrader{
-	ReadBufferSize:  256,          // larger messages are read through it in pieces
+	ReadBufferSize:  0,            // gorilla reads through the reader lockingWriter.Hijack provides
 	WriteBufferPool: &sync.Pool{}, // gorilla allocates no write buffer per connection
 	// Any origin may connect: subscribers authenticate with a token in the
 	// init message, not with cookies, so a cross-site page gains nothing a
@@ -134,6 +134,10 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = c.nc.Write(closeFrame(closeGoingAway, "going away"))
 		_ = c.nc.Close()
 		return
+	}
+	c.setupReader()
+	if h.poll.add(c) == nil {
+		return // the poller starts a reader when there is something to read
 	}
 	// A fresh goroutine reads, so the connection does not keep net/http's
 	// handler stack alive for its whole life.

@@ -66,9 +66,14 @@ type Hub struct {
 	closed  bool
 	closing atomic.Bool // read by Publish without taking mu
 
-	readers sync.WaitGroup // one per connection; see client.run
+	readers sync.WaitGroup // one per connection, done at its teardown
 	stop    chan struct{}  // ends the ping loop
 	pinger  sync.WaitGroup
+	// The sweep enforces timeouts (sweep.go); it runs until the last
+	// connection is gone.
+	stopSweep chan struct{}
+	sweeper   sync.WaitGroup
+	poll      *poller // nil: a reader goroutine per connection
 }
 
 // topic is the set of subscribers of one event name.
@@ -82,11 +87,17 @@ type topic struct {
 // NewHub returns a running hub; it pings subscribers until Close.
 func NewHub(a Authenticator, opts Options) *Hub {
 	h := &Hub{
-		opts:    opts,
-		auth:    a,
-		topics:  make(map[string]*topic),
-		clients: make(map[*client]struct{}),
-		stop:    make(chan struct{}),
+		opts:      opts,
+		auth:      a,
+		topics:    make(map[string]*topic),
+		clients:   make(map[*client]struct{}),
+		stop:      make(chan struct{}),
+		stopSweep: make(chan struct{}),
+	}
+	if p, err := newPoller(opts.Log); err == nil {
+		h.poll = p
+	} else {
+		opts.Log.Info("no socket poller; one reader goroutine per subscriber", "err", err)
 	}
 	// One CPU fewer than the machine has: the rest accept publishes and
 	// run the readers. Fewer flushers also batch more (publishes queue up
@@ -95,6 +106,8 @@ func NewHub(a Authenticator, opts Options) *Hub {
 	h.flush.start(max(1, runtime.GOMAXPROCS(0)-1))
 	h.pinger.Add(1)
 	go h.pingLoop()
+	h.sweeper.Add(1)
+	go h.sweepLoop()
 	return h
 }
 
@@ -240,18 +253,23 @@ func (h *Hub) Close(ctx context.Context) error {
 		h.readers.Wait()
 		close(done)
 	}()
-	// The flushers write the close frames, so they stop last.
-	defer h.flush.close()
+	var err error
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		for _, c := range h.snapshot() {
 			c.abort()
 		}
 		<-done
-		return ctx.Err()
+		err = ctx.Err()
 	}
+	// The sweep, the poller and the flushers serve the closing connections,
+	// so they stop last.
+	close(h.stopSweep)
+	h.sweeper.Wait()
+	h.poll.close()
+	h.flush.close()
+	return err
 }
 
 // Subscribers reports the number of open connections.

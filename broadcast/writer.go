@@ -269,23 +269,24 @@ func (c *client) fail(err error) {
 	if !c.closing {
 		c.closing = true
 		c.reason = "write failed: " + err.Error()
+		c.closedAt = time.Now()
 	}
 	clear(c.queue)
 	c.queue, c.queued = nil, 0
 	c.mu.Unlock()
-	c.nc.Close()
+	c.abort()
 	close(c.writerDone)
 }
 
 // finish runs after the close frame is written: it half-closes the
 // connection so the peer sees end of stream after the close frame (a full
-// close with unread input could reset the connection and lose the frame),
-// and gives the reader closeGrace to see the peer's close.
+// close with unread input could reset the connection and lose the frame).
+// The reader then sees the peer's close, or the sweep aborts the
+// connection after closeGrace.
 func (c *client) finish() {
 	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}
-	_ = c.nc.SetReadDeadline(time.Now().Add(closeGrace))
 	close(c.writerDone)
 }
 

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/assert"
@@ -175,4 +176,59 @@ func TestOrderIsTheSameForEverySubscriber(t *testing.T) {
 			require.Equal(t, first[k], got[k], "subscriber %d saw another order at delivery %d", i, k)
 		}
 	}
+}
+
+// clientFrame is a masked client frame (mask key zero: payload as is).
+func clientFrame(b0 byte, payload string) []byte {
+	f := []byte{b0, 0x80 | byte(len(payload)), 0, 0, 0, 0}
+	return append(f, payload...)
+}
+
+// Two messages in one TCP segment are both read: the second must not wait
+// for more bytes from the socket.
+func TestMessagesInOneSegment(t *testing.T) {
+	s := startServer(t, nil)
+	c := s.dial()
+	bad := clientFrame(0x81, `{}`)
+	good := clientFrame(0x81, initMsg("Basic "+testToken, "a"))
+	_, err := c.NetConn().Write(append(bad, good...))
+	require.NoError(t, err)
+	require.Equal(t, `{"type":"init","code":"INVALID_EVENTS_MISSING"}`, readText(t, c))
+	require.Equal(t, `{"type":"init","code":"OK"}`, readText(t, c))
+}
+
+func TestProtocolViolationsAreClosedWith1002(t *testing.T) {
+	s := startServer(t, nil)
+	cases := map[string][]byte{
+		"unmasked frame":         {0x81, 0x02, '{', '}'},
+		"fragmented ping":        clientFrame(0x09, "x"),
+		"reserved bits":          clientFrame(0x81|0x40, "{}"),
+		"unknown control opcode": clientFrame(0x8B, ""),
+		"close code 1005":        clientFrame(0x88, "\x03\xed"),
+		"close of one byte":      clientFrame(0x88, "\x03"),
+		"close reason not utf-8": clientFrame(0x88, "\x03\xe8\xff"),
+	}
+	for name, frame := range cases {
+		t.Run(name, func(t *testing.T) {
+			c := s.dial()
+			_, err := c.NetConn().Write(frame)
+			require.NoError(t, err)
+			ce := readClose(t, c)
+			assert.Equal(t, websocket.CloseProtocolError, ce.Code)
+		})
+	}
+	// The server is unharmed.
+	other := s.subscribe("a")
+	s.publish("a", `1`)
+	require.Equal(t, eventJSON("a", `1`), readText(t, other))
+}
+
+func TestPeerCloseIsAnswered(t *testing.T) {
+	s := startServer(t, nil)
+	c := s.subscribe("a")
+	require.NoError(t, c.WriteControl(websocket.CloseMessage,
+		websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye"), time.Now().Add(time.Second)))
+	ce := readClose(t, c)
+	assert.Equal(t, websocket.CloseNormalClosure, ce.Code)
+	s.waitLog(`reason="closed by peer"`)
 }

@@ -1,0 +1,63 @@
+package broadcast
+
+import "time"
+
+// The sweep enforces the connection timeouts by looking at every
+// connection a few times per shortest timeout, rather than with a read
+// deadline per connection: an idle subscriber has no blocked read to put a
+// deadline on (see reader.go), and one clock read per sweep is cheaper than
+// a timer reset per frame.
+
+// closeGrace bounds the wait for the peer's side of the closing handshake
+// after our close frame, so that a silent peer cannot hold a connection.
+const closeGrace = time.Second
+
+// sweepInterval is a quarter of the shortest timeout, between 5 ms and 1 s.
+func (h *Hub) sweepInterval() time.Duration {
+	d := min(time.Second, h.opts.InitTimeout/4, h.pongWait()/4, closeGrace/4)
+	return max(d, 5*time.Millisecond)
+}
+
+// pongWait is how long a subscriber may stay silent (no pong, no message)
+// before it is dropped: one and a half ping intervals, so that a pong to a
+// ping sent just before the deadline still arrives in time.
+func (h *Hub) pongWait() time.Duration { return h.opts.PingInterval * 3 / 2 }
+
+func (h *Hub) sweepLoop() {
+	defer h.sweeper.Done()
+	t := time.NewTicker(h.sweepInterval())
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stopSweep:
+			return
+		case now := <-t.C:
+			for _, c := range h.snapshot() {
+				c.sweep(now)
+			}
+		}
+	}
+}
+
+// sweep closes c when it has been silent too long, and aborts it when its
+// peer has not finished closing within closeGrace.
+func (c *client) sweep(now time.Time) {
+	c.mu.Lock()
+	closing, closedAt := c.closing, c.closedAt
+	abort := closing && !c.aborted && now.Sub(closedAt) > closeGrace
+	if abort {
+		c.aborted = true
+	}
+	c.mu.Unlock()
+	switch {
+	case abort:
+		c.abort()
+	case closing:
+	case !c.initialized.Load():
+		if now.Sub(c.connectedAt) > c.hub.opts.InitTimeout {
+			c.close(closePolicy, reasonInitTimeout)
+		}
+	case now.UnixNano()-c.lastRead.Load() > int64(c.hub.pongWait()):
+		c.close(closePolicy, reasonPingTimeout)
+	}
+}
