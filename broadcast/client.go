@@ -25,15 +25,16 @@ const (
 	reasonInitTimeout = "init timeout"
 )
 
-// client is one WebSocket subscriber. Its reader goroutine (run) owns the
-// connection's life. Writing is done by the hub's flushers or, for a
-// subscriber that cannot take a write at once, by a goroutine of its own
-// (see writer.go): an idle subscriber costs one goroutine.
+// client is one WebSocket subscriber. Its reader (reader.go) owns the
+// connection's life and ends it in teardown. Writing is done by the hub's
+// flushers or, for a subscriber that cannot take a write at once, by a
+// goroutine of its own (writer.go). An idle subscriber on plain TCP has no
+// goroutine at all.
 type client struct {
 	hub    *Hub
 	conn   *websocket.Conn
 	nc     net.Conn      // the same connection; writes here are serialised by lockedConn
-	br     *bufio.Reader // what gorilla reads through; nil if unknown
+	br     *bufio.Reader // what gorilla reads through, so readers see what it buffered
 	remote string
 
 	// subs is the subscription set; only the reader touches it (there is

@@ -153,9 +153,9 @@ func writeCode(w http.ResponseWriter, status int, code string) {
 }
 
 // lockingWriter hands gorilla a connection whose writes are serialised.
-// Our writer goroutine writes whole frames straight to the connection;
-// gorilla itself writes only when it rejects a malformed frame (a close
-// frame, from the reader goroutine). The lock keeps those two from
+// The flushers and writer goroutines write whole frames straight to the
+// connection; gorilla itself writes only when it rejects a malformed data
+// frame (a close frame, from the reader). The lock keeps those from
 // interleaving bytes.
 type lockingWriter struct {
 	http.ResponseWriter
@@ -182,9 +182,9 @@ func (w *lockingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		nc.Close()
 		return nil, nil, errors.New("client sent data before the handshake completed")
 	}
-	// gorilla reads through this reader (ReadBufferSize is 0), so the
-	// reader can see whether a message is already buffered before it waits
-	// on the socket (client.waitReadable). It is small: messages from
+	// gorilla reads through this reader (ReadBufferSize is 0), so our
+	// reader can see whether a frame is already buffered before it goes
+	// back to the poller (client.readReady). It is small: messages from
 	// subscribers are rare and short, and larger ones pass through it.
 	w.br = bufio.NewReaderSize(w.conn, 512)
 	brw.Reader = w.br
