@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -19,6 +20,9 @@ type config struct {
 	BindAddress   string `env:"BIND_ADDRESS"`
 	ListenPort    int    `env:"LISTEN_PORT" envDefault:"8080"`
 	BroadcastPort int    `env:"BROADCAST_PORT" envDefault:"8081"`
+
+	ListenSocket     string `env:"LISTEN_SOCKET"`
+	ListenSocketMode string `env:"LISTEN_SOCKET_MODE" envDefault:"0660"`
 
 	TokensFile           string        `env:"TOKENS_FILE" envDefault:"tokens/tokens"`
 	TokensReloadInterval time.Duration `env:"TOKENS_RELOAD_INTERVAL" envDefault:"2s"`
@@ -39,6 +43,7 @@ type config struct {
 	ReadTimeout       time.Duration `env:"READ_TIMEOUT" envDefault:"30s"`
 	IdleTimeout       time.Duration `env:"IDLE_TIMEOUT" envDefault:"120s"`
 	ShutdownTimeout   time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
+	ShutdownDelay     time.Duration `env:"SHUTDOWN_DELAY" envDefault:"0s"`
 
 	LogFormat string     `env:"LOG_FORMAT" envDefault:"text"`
 	LogLevel  slog.Level `env:"LOG_LEVEL" envDefault:"info"`
@@ -114,8 +119,17 @@ func (c config) validate() error {
 	} {
 		check(d.d > 0, d.name, "must be positive")
 	}
+	check(c.ShutdownDelay >= 0, "SHUTDOWN_DELAY", "must not be negative")
+	mode, err := strconv.ParseUint(c.ListenSocketMode, 8, 32)
+	check(err == nil && mode <= 0o777, "LISTEN_SOCKET_MODE", "%q is not an octal file mode like 0660", c.ListenSocketMode)
 	check(c.LogFormat == "text" || c.LogFormat == "json", "LOG_FORMAT", "%q is neither text nor json", c.LogFormat)
 	return errors.Join(errs...)
+}
+
+// socketMode is LISTEN_SOCKET_MODE, which validate has checked.
+func (c config) socketMode() os.FileMode {
+	mode, _ := strconv.ParseUint(c.ListenSocketMode, 8, 32)
+	return os.FileMode(mode)
 }
 
 // addr joins BIND_ADDRESS and a port.

@@ -259,3 +259,14 @@ func (s *server) waitLog(sub string) {
 }
 
 func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
+
+// get fetches url and returns the status and body.
+func (s *server) get(url string) (int, string) {
+	s.t.Helper()
+	resp, err := s.http.Get(url)
+	require.NoError(s.t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(s.t, err)
+	return resp.StatusCode, string(b)
+}

@@ -199,3 +199,80 @@ func writeSelfSigned(t *testing.T) (certFile, keyFile string) {
 	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600))
 	return certFile, keyFile
 }
+
+func TestReadyzTurnsOffBeforeConnectionsClose(t *testing.T) {
+	s := startServer(t, map[string]string{"SHUTDOWN_DELAY": "300ms"})
+	broadcastHTTP := "http://" + strings.TrimSuffix(strings.TrimPrefix(s.wsURL, "ws://"), "/")
+	for _, base := range []string{s.listenURL, broadcastHTTP} {
+		status, body := s.get(base + "/readyz")
+		require.Equal(t, 200, status)
+		require.Equal(t, `{"status":"ok"}`, body)
+	}
+	c := s.subscribe("a")
+	stopped := make(chan error, 1)
+	go func() { stopped <- s.stop() }()
+	s.waitLog(`msg="shutting down"`)
+	for _, base := range []string{s.listenURL, broadcastHTTP} {
+		status, body := s.get(base + "/readyz")
+		assert.Equal(t, 503, status)
+		assert.Equal(t, `{"status":"shutting down"}`, body)
+		status, _ = s.get(base + "/healthz")
+		assert.Equal(t, 200, status, "alive while draining")
+	}
+	// The subscriber is still served while readiness is off.
+	s.publish("a", `"draining"`)
+	require.Equal(t, eventJSON("a", `"draining"`), readText(t, c))
+	require.NoError(t, <-stopped)
+}
+
+func TestLocalSocketPublishesWithoutToken(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "run", "eventsrv.sock")
+	s := startServer(t, map[string]string{"LISTEN_SOCKET": sock, "LISTEN_SOCKET_MODE": "0600"})
+	s.waitLog(`server=socket`)
+	info, err := os.Stat(sock)
+	require.NoError(t, err)
+	assert.Equal(t, os.ModeSocket, info.Mode().Type())
+	assert.Equal(t, os.FileMode(0o600), info.Mode().Perm())
+
+	c := s.subscribe("local")
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Post("http://eventsrv/event", "", strings.NewReader(`{"event":"local","data":7}`))
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	assert.Equal(t, 200, resp.StatusCode)
+	assert.Equal(t, `{"code":"OK"}`, string(body))
+	require.Equal(t, eventJSON("local", "7"), readText(t, c))
+
+	require.NoError(t, s.stop())
+	_, err = os.Stat(sock)
+	assert.True(t, os.IsNotExist(err), "the socket file is removed at shutdown")
+}
+
+func TestLocalSocketPathChecks(t *testing.T) {
+	dir := t.TempDir()
+	notSocket := filepath.Join(dir, "file")
+	require.NoError(t, os.WriteFile(notSocket, nil, 0o600))
+	err := run(context.Background(), []string{"eventsrv"}, mapEnv(map[string]string{
+		"LISTEN_SOCKET": notSocket, "LISTEN_PORT": "0", "BROADCAST_PORT": "0", "BIND_ADDRESS": "127.0.0.1",
+		"TOKENS_FILE": filepath.Join(dir, "tokens"),
+	}), io.Discard, io.Discard)
+	require.ErrorContains(t, err, "LISTEN_SOCKET")
+	require.ErrorContains(t, err, "not a socket")
+
+	// A socket left by a process that died is replaced.
+	stale := filepath.Join(dir, "stale.sock")
+	ln, err := net.Listen("unix", stale)
+	require.NoError(t, err)
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	s := startServer(t, map[string]string{"LISTEN_SOCKET": stale})
+	s.waitLog(`server=socket`)
+
+	err = run(context.Background(), []string{"eventsrv"}, mapEnv(map[string]string{"LISTEN_SOCKET_MODE": "rw"}), io.Discard, io.Discard)
+	require.ErrorContains(t, err, "LISTEN_SOCKET_MODE")
+}

@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -92,24 +94,50 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		MaxSubscriptions: cfg.MaxSubscriptions,
 		Log:              log,
 	})
-	listenHandler := listen.NewHandler(authn, hub, listen.Options{MaxBodyBytes: cfg.MaxBodyBytes, Log: log})
+	listenOpts := listen.Options{MaxBodyBytes: cfg.MaxBodyBytes, Log: log}
+	probes := &probes{}
 
-	listenSrv := newServer(cfg, withHealth(listenHandler), tlsConfig, log)
+	listenSrv := newServer(cfg, probes.wrap(listen.NewHandler(authn, hub, listenOpts)), log)
 	// The broadcast server has no ReadTimeout: upgraded connections set
 	// their own deadlines, and a timeout here would cut the upgrade.
-	broadcastSrv := newServer(cfg, withHealth(hub), tlsConfig, log)
+	broadcastSrv := newServer(cfg, probes.wrap(hub), log)
 	broadcastSrv.ReadTimeout = 0
 
-	listenLn, err := net.Listen("tcp", cfg.addr(cfg.ListenPort))
-	if err != nil {
+	var servers []*endpoint
+	closeAll := func() {
+		for _, s := range servers {
+			s.ln.Close()
+		}
 		_ = hub.Close(ctx)
-		return fmt.Errorf("listen server (LISTEN_PORT): %w", err)
 	}
-	broadcastLn, err := net.Listen("tcp", cfg.addr(cfg.BroadcastPort))
-	if err != nil {
-		listenLn.Close()
-		_ = hub.Close(ctx)
-		return fmt.Errorf("broadcast server (BROADCAST_PORT): %w", err)
+	for _, s := range []struct {
+		name, setting string
+		srv           *http.Server
+		port          int
+	}{
+		{"listen", "LISTEN_PORT", listenSrv, cfg.ListenPort},
+		{"broadcast", "BROADCAST_PORT", broadcastSrv, cfg.BroadcastPort},
+	} {
+		ln, err := net.Listen("tcp", cfg.addr(s.port))
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("%s server (%s): %w", s.name, s.setting, err)
+		}
+		if tlsConfig != nil {
+			ln = tls.NewListener(ln, tlsConfig)
+		}
+		servers = append(servers, &endpoint{name: s.name, srv: s.srv, ln: ln, publishes: s.name == "listen"})
+	}
+	if cfg.ListenSocket != "" {
+		// Local processes publish over the socket without a token: the
+		// socket file's mode is the access control.
+		ln, err := listenUnix(cfg.ListenSocket, cfg.socketMode())
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("local socket (LISTEN_SOCKET): %w", err)
+		}
+		srv := newServer(cfg, probes.wrap(listen.NewHandler(localPeer{}, hub, listenOpts)), log)
+		servers = append(servers, &endpoint{name: "socket", srv: srv, ln: ln, publishes: true})
 	}
 
 	watchCtx, stopWatch := context.WithCancel(context.Background())
@@ -119,22 +147,19 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	errc := make(chan error, 2)
-	start := func(name string, srv *http.Server, ln net.Listener) {
+	errc := make(chan error, len(servers))
+	for _, s := range servers {
 		scheme := "http"
-		if tlsConfig != nil {
+		if tlsConfig != nil && s.name != "socket" {
 			scheme = "https"
-			ln = tls.NewListener(ln, tlsConfig)
 		}
-		log.Info("serving", "server", name, "addr", ln.Addr().String(), "scheme", scheme)
+		log.Info("serving", "server", s.name, "addr", s.ln.Addr().String(), "scheme", scheme)
 		go func() {
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("%s server: %w", name, err)
+			if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s server: %w", s.name, err)
 			}
 		}()
 	}
-	start("listen", listenSrv, listenLn)
-	start("broadcast", broadcastSrv, broadcastLn)
 
 	var serveErr error
 wait:
@@ -151,35 +176,70 @@ wait:
 		}
 	}
 	stopWatch()
-	shutdown(cfg, log, listenSrv, broadcastSrv, hub)
+	shutdown(cfg, log, probes, servers, hub)
 	return serveErr
 }
 
-// shutdown stops accepting on both servers and lets in-flight POSTs finish
-// (their events still reach the subscribers), then sends every subscriber
-// close 1001; all of it within SHUTDOWN_TIMEOUT.
-func shutdown(cfg config, log *slog.Logger, listenSrv, broadcastSrv *http.Server, hub *broadcast.Hub) {
-	log.Info("shutting down", "timeout", cfg.ShutdownTimeout.String(), "subscribers", hub.Subscribers())
+// endpoint is one of the HTTP servers with its listener.
+type endpoint struct {
+	name      string
+	srv       *http.Server
+	ln        net.Listener
+	publishes bool // takes POST /event, so it drains before the hub closes
+}
+
+// localPeer authenticates every request: it serves the local socket,
+// whose file mode decides who may connect.
+type localPeer struct{}
+
+func (localPeer) Authenticate(string, string, string) error { return nil }
+
+// shutdown turns /readyz to 503, waits SHUTDOWN_DELAY so that load
+// balancers notice, stops accepting, lets in-flight POSTs finish (their
+// events still reach the subscribers), then sends every subscriber close
+// 1001; all but the delay within SHUTDOWN_TIMEOUT.
+func shutdown(cfg config, log *slog.Logger, probes *probes, servers []*endpoint, hub *broadcast.Hub) {
+	probes.draining.Store(true)
+	log.Info("shutting down", "delay", cfg.ShutdownDelay.String(), "timeout", cfg.ShutdownTimeout.String(),
+		"subscribers", hub.Subscribers())
+	time.Sleep(cfg.ShutdownDelay)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	upgrades := make(chan error, 1)
-	go func() { upgrades <- broadcastSrv.Shutdown(ctx) }()
-	err := errors.Join(listenSrv.Shutdown(ctx), hub.Close(ctx), <-upgrades)
-	if err != nil {
+	publishers, others := make(chan error, len(servers)), make(chan error, len(servers))
+	for _, s := range servers {
+		done := others
+		if s.publishes {
+			done = publishers
+		}
+		go func() { done <- s.srv.Shutdown(ctx) }()
+	}
+	var errs []error
+	for _, s := range servers {
+		if s.publishes {
+			errs = append(errs, <-publishers)
+		}
+	}
+	errs = append(errs, hub.Close(ctx))
+	for _, s := range servers {
+		if !s.publishes {
+			errs = append(errs, <-others)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
 		// Past the timeout the rest is cut; that is the operator's setting
 		// working as documented, not a failure to exit with.
-		listenSrv.Close()
-		broadcastSrv.Close()
+		for _, s := range servers {
+			s.srv.Close()
+		}
 		log.Warn("shutdown timeout passed; remaining connections were cut", "err", err)
 		return
 	}
 	log.Info("shutdown complete")
 }
 
-func newServer(cfg config, h http.Handler, tlsConfig *tls.Config, log *slog.Logger) *http.Server {
+func newServer(cfg config, h http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
-		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       cfg.ReadTimeout,
 		WriteTimeout:      cfg.ReadTimeout,
@@ -189,25 +249,62 @@ func newServer(cfg config, h http.Handler, tlsConfig *tls.Config, log *slog.Logg
 	}
 }
 
-// withHealth answers GET /healthz on either server, ahead of its own routes
-// (on the broadcast server a WebSocket upgrade at /healthz still upgrades).
-func withHealth(next http.Handler) http.Handler {
+// probes answers GET /healthz and /readyz on every server, ahead of its own
+// routes (on the broadcast server a WebSocket upgrade at those paths still
+// upgrades). /healthz is 200 while the process serves; /readyz turns 503
+// as soon as shutdown begins, before any connection is closed.
+type probes struct {
+	draining atomic.Bool
+}
+
+func (p *probes) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/healthz" || websocket.IsWebSocketUpgrade(r) {
+		if (r.URL.Path != "/healthz" && r.URL.Path != "/readyz") || websocket.IsWebSocketUpgrade(r) {
 			next.ServeHTTP(w, r)
 			return
 		}
-		body := `{"status":"ok"}`
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Content-Type", "application/json")
+		status, body := http.StatusOK, `{"status":"ok"}`
+		switch {
+		case r.Method != http.MethodGet && r.Method != http.MethodHead:
 			w.Header().Set("Allow", "GET, HEAD")
-			body = `{"code":"METHOD_NOT_ALLOWED"}`
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusMethodNotAllowed)
-		} else {
-			w.Header().Set("Content-Type", "application/json")
+			status, body = http.StatusMethodNotAllowed, `{"code":"METHOD_NOT_ALLOWED"}`
+		case r.URL.Path == "/readyz" && p.draining.Load():
+			status, body = http.StatusServiceUnavailable, `{"status":"shutting down"}`
 		}
+		w.WriteHeader(status)
 		_, _ = io.WriteString(w, body)
 	})
+}
+
+// listenUnix listens on a UNIX socket at path with the given file mode. A
+// socket left behind by a process that did not stop cleanly is replaced;
+// anything else at path, or a socket someone serves on, is an error.
+func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
+	if info, err := os.Lstat(path); err == nil {
+		if info.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("another process serves on %s", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("set the socket's mode: %w", err)
+	}
+	return ln, nil
 }
 
 // loadTLS returns nil when HTTPS is off. A missing or bad file stops the
