@@ -15,9 +15,21 @@ type TokenChecker interface {
 // Authenticator decides whether a credential is accepted and logs refusals,
 // throttled, so that a flood of bad attempts cannot flood the log.
 type Authenticator struct {
-	tokens TokenChecker
-	log    *slog.Logger
-	limit  rejectLimiter
+	tokens  TokenChecker
+	log     *slog.Logger
+	limit   rejectLimiter
+	metrics FailureCounter
+}
+
+// FailureCounter counts refusals, for metrics.
+type FailureCounter interface {
+	AuthFailed(reason, via string)
+}
+
+// WithMetrics makes a count every refusal in m; call it before use.
+func (a *Authenticator) WithMetrics(m FailureCounter) *Authenticator {
+	a.metrics = m
+	return a
 }
 
 // NewAuthenticator returns an Authenticator over tokens that logs refusals
@@ -42,16 +54,19 @@ func (a *Authenticator) Authenticate(credentials, remote, via string) error {
 }
 
 func (a *Authenticator) logRejected(err error, remote, via string) {
+	reason := "unauthenticated"
+	if errors.Is(err, ErrUnrecognizedScheme) {
+		reason = "unrecognized scheme"
+	}
+	if a.metrics != nil {
+		a.metrics.AuthFailed(reason, via)
+	}
 	ok, suppressed := a.limit.allow(time.Now())
 	if suppressed > 0 {
 		a.log.Warn("authentication refusals suppressed", "count", suppressed)
 	}
 	if !ok {
 		return
-	}
-	reason := "unauthenticated"
-	if errors.Is(err, ErrUnrecognizedScheme) {
-		reason = "unrecognized scheme"
 	}
 	a.log.Warn("authentication refused", "remote", remote, "via", via, "reason", reason)
 }

@@ -27,6 +27,24 @@ type FileStore struct {
 
 	mu      sync.Mutex // serialises reloads
 	lastSum [sha256.Size]byte
+	metrics ReloadCounter
+}
+
+// ReloadCounter counts reloads of the tokens file, for metrics.
+type ReloadCounter interface {
+	TokensReloaded(ok bool)
+}
+
+// WithMetrics makes s count its reloads in m; call it before Watch.
+func (s *FileStore) WithMetrics(m ReloadCounter) *FileStore {
+	s.metrics = m
+	return s
+}
+
+func (s *FileStore) countReload(ok bool) {
+	if s.metrics != nil {
+		s.metrics.TokensReloaded(ok)
+	}
 }
 
 // OpenFileStore reads the tokens file at path. If the file does not exist it
@@ -82,6 +100,7 @@ func (s *FileStore) Reload() error {
 	defer s.mu.Unlock()
 	data, err := os.ReadFile(s.path)
 	if err != nil {
+		s.countReload(false)
 		return fmt.Errorf("read tokens file %s: %w", s.path, err)
 	}
 	sum := sha256.Sum256(data)
@@ -90,6 +109,7 @@ func (s *FileStore) Reload() error {
 	}
 	set, short, err := ParseTokens(bytes.NewReader(data))
 	if err != nil {
+		s.countReload(false)
 		return fmt.Errorf("tokens file %s: %w", s.path, err)
 	}
 	for _, l := range short {
@@ -105,6 +125,7 @@ func (s *FileStore) Reload() error {
 	s.set.Store(set)
 	s.lastSum = sum
 	if !first {
+		s.countReload(true)
 		s.log.Info("tokens file reloaded", "path", s.path, "tokens", set.Len())
 	} else {
 		s.log.Info("tokens file loaded", "path", s.path, "tokens", set.Len())

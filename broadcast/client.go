@@ -55,6 +55,9 @@ type client struct {
 	mu     sync.Mutex
 	queue  [][]byte // frames waiting for the writer, oldest first
 	queued int      // bytes in queue
+	// queuedSince is when the oldest queued frame was queued, for the
+	// write-wait metric.
+	queuedSince time.Time
 	// scheduled is set while a writer owns the client: it is on the hub's
 	// ready list, being flushed, or being written by its own goroutine.
 	// Exactly one writer at a time.
@@ -105,6 +108,9 @@ func (c *client) add(f []byte) bool {
 		c.hub.opts.Log.Warn("subscriber cut off", "remote", c.remote, "reason", reasonSlow, "queued_bytes", queued)
 		return schedule
 	}
+	if len(c.queue) == 0 {
+		c.queuedSince = time.Now()
+	}
 	c.queue = append(c.queue, f)
 	c.queued += len(f)
 	schedule := !c.scheduled
@@ -138,6 +144,7 @@ func (c *client) startCloseLocked(code int, reason string) bool {
 	c.queued = 0
 	if code != closeNoStatus {
 		c.queue = append(c.queue, closeFrame(code, reason))
+		c.queuedSince = c.closedAt
 	}
 	schedule := !c.scheduled
 	c.scheduled = true

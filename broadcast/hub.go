@@ -35,7 +35,25 @@ type Options struct {
 	// MaxSubscriptions bounds the event names one connection subscribes to.
 	MaxSubscriptions int
 	Log              *slog.Logger
+	// Metrics, when set, counts connections, deliveries, closes and
+	// write waits.
+	Metrics Metrics
 }
+
+// Metrics is what the hub reports, for metrics.
+type Metrics interface {
+	Connected()
+	Delivered(n int)
+	Closed(reason string)
+	WriteWaited(d time.Duration)
+}
+
+type noMetrics struct{}
+
+func (noMetrics) Connected()                {}
+func (noMetrics) Delivered(int)             {}
+func (noMetrics) Closed(string)             {}
+func (noMetrics) WriteWaited(time.Duration) {}
 
 // Authenticator checks a subscriber's credentials.
 type Authenticator interface {
@@ -45,8 +63,9 @@ type Authenticator interface {
 // Hub holds the subscriptions and fans events out. Its zero value is not
 // usable; create it with NewHub and stop it with Close.
 type Hub struct {
-	opts Options
-	auth Authenticator
+	opts    Options
+	auth    Authenticator
+	metrics Metrics
 
 	// pubMu orders publishes: it is held for a whole fan-out, so every
 	// subscriber sees one and the same order of events, across event names
@@ -89,10 +108,14 @@ func NewHub(a Authenticator, opts Options) *Hub {
 	h := &Hub{
 		opts:      opts,
 		auth:      a,
+		metrics:   opts.Metrics,
 		topics:    make(map[string]*topic),
 		clients:   make(map[*client]struct{}),
 		stop:      make(chan struct{}),
 		stopSweep: make(chan struct{}),
+	}
+	if h.metrics == nil {
+		h.metrics = noMetrics{}
 	}
 	if p, err := newPoller(opts.Log); err == nil {
 		h.poll = p
@@ -145,6 +168,7 @@ func (h *Hub) Publish(event string, data json.RawMessage) error {
 		clear(h.ready)
 		h.ready = h.ready[:0]
 	}
+	h.metrics.Delivered(len(t.list))
 	return nil
 }
 
@@ -191,6 +215,7 @@ func (h *Hub) register(c *client) bool {
 	}
 	h.clients[c] = struct{}{}
 	h.readers.Add(1)
+	h.metrics.Connected()
 	return true
 }
 
@@ -270,6 +295,22 @@ func (h *Hub) Close(ctx context.Context) error {
 	h.poll.close()
 	h.flush.close()
 	return err
+}
+
+// SubscribersByTransport reports the open connections by transport.
+func (h *Hub) SubscribersByTransport() map[string]int {
+	return map[string]int{"websocket": h.Subscribers()}
+}
+
+// QueuedBytes sums the bytes waiting in every subscriber's queue.
+func (h *Hub) QueuedBytes() int {
+	n := 0
+	for _, c := range h.snapshot() {
+		c.mu.Lock()
+		n += c.queued
+		c.mu.Unlock()
+	}
+	return n
 }
 
 // Subscribers reports the number of open connections.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -206,6 +207,10 @@ func (c *client) teardown(code int, reason string) {
 	reason = c.reason
 	c.mu.Unlock()
 	c.hub.opts.Log.Info("subscriber closed", "remote", c.remote, "reason", reason)
+	// The metric's label is the reason without its details ("write
+	// failed: broken pipe" counts as "write failed"), so labels stay few.
+	kind, _, _ := strings.Cut(reason, ":")
+	c.hub.metrics.Closed(kind)
 }
 
 // handleOnFreshStack handles a message on a short-lived goroutine. Parsing

@@ -111,7 +111,7 @@ func (h *Hub) schedule(c *client) {
 // without blocking. What the socket does not take at once is handed to a
 // goroutine of c's own.
 func (c *client) flush() {
-	frames, closing, ok := c.take()
+	frames, since, closing, ok := c.take()
 	if !ok {
 		if closing {
 			c.finish()
@@ -140,14 +140,16 @@ func (c *client) flush() {
 	default:
 		*bp = buf[:0]
 		writeBufs.Put(bp)
+		c.hub.metrics.WriteWaited(time.Since(since))
 		c.done()
 	}
 }
 
-// take swaps the queue out for writing. ok is false when there is nothing
-// to write; then the client is no longer scheduled, and closing reports
-// whether its close frame has gone out (the writer must finish).
-func (c *client) take() (frames [][]byte, closing, ok bool) {
+// take swaps the queue out for writing, with the time its oldest frame was
+// queued. ok is false when there is nothing to write; then the client is no
+// longer scheduled, and closing reports whether its close frame has gone
+// out (the writer must finish).
+func (c *client) take() (frames [][]byte, since time.Time, closing, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.queue) == 0 {
@@ -155,11 +157,11 @@ func (c *client) take() (frames [][]byte, closing, ok bool) {
 		if cap(c.queue) > 256 { // do not keep a burst's worth of slice while idle
 			c.queue, c.batch = nil, nil
 		}
-		return nil, c.closing, false
+		return nil, time.Time{}, c.closing, false
 	}
 	c.batch, c.queue = c.queue, c.batch[:0]
 	c.queued = 0
-	return c.batch, false, true
+	return c.batch, c.queuedSince, false, true
 }
 
 // done follows a complete write by a flusher: if more was queued meanwhile
@@ -206,7 +208,7 @@ func (c *client) writeLoop(bp *[]byte, pending []byte, frames [][]byte) {
 		}
 	}
 	for {
-		frames, closing, ok := c.take()
+		frames, since, closing, ok := c.take()
 		if !ok {
 			if closing {
 				c.finish()
@@ -224,6 +226,7 @@ func (c *client) writeLoop(bp *[]byte, pending []byte, frames [][]byte) {
 			c.fail(err)
 			return
 		}
+		c.hub.metrics.WriteWaited(time.Since(since))
 	}
 }
 

@@ -56,6 +56,13 @@ type Options struct {
 	// MaxBodyBytes bounds a POST /event body; larger ones get 413.
 	MaxBodyBytes int64
 	Log          *slog.Logger
+	// Metrics, when set, counts every POST /event answer by its code.
+	Metrics Counter
+}
+
+// Counter counts answers, for metrics.
+type Counter interface {
+	Published(code string)
 }
 
 type handler struct {
@@ -85,16 +92,16 @@ func NewHandler(a Authenticator, pub Publisher, opts Options) http.Handler {
 func (h *handler) event(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		writeCode(w, CodeMethodNotAllowed)
+		h.answer(w, CodeMethodNotAllowed)
 		return
 	}
 	// Authentication comes before the body is read, so that an
 	// unauthenticated client cannot make the server parse anything.
 	if err := h.auth.Authenticate(r.Header.Get("Authorization"), r.RemoteAddr, "http"); err != nil {
 		if errors.Is(err, auth.ErrUnrecognizedScheme) {
-			writeCode(w, CodeAuthUnrecognizedScheme)
+			h.answer(w, CodeAuthUnrecognizedScheme)
 		} else {
-			writeCode(w, CodeUnauthenticated)
+			h.answer(w, CodeUnauthenticated)
 		}
 		return
 	}
@@ -103,25 +110,33 @@ func (h *handler) event(w http.ResponseWriter, r *http.Request) {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			h.opts.Log.Info("event refused", "remote", r.RemoteAddr, "code", CodePayloadTooLarge, "limit", tooLarge.Limit)
-			writeCode(w, CodePayloadTooLarge)
+			h.answer(w, CodePayloadTooLarge)
 			return
 		}
 		h.opts.Log.Info("event body read failed", "remote", r.RemoteAddr, "err", err)
-		writeCode(w, CodeInvalidBody)
+		h.answer(w, CodeInvalidBody)
 		return
 	}
 	ev, err := ParseEvent(body)
 	if err != nil {
 		h.opts.Log.Info("event refused", "remote", r.RemoteAddr, "code", CodeInvalidBody, "reason", err)
-		writeCode(w, CodeInvalidBody)
+		h.answer(w, CodeInvalidBody)
 		return
 	}
 	if err := h.pub.Publish(ev.Name, ev.Data); err != nil {
 		h.opts.Log.Warn("publish failed", "remote", r.RemoteAddr, "err", err)
-		writeCode(w, CodeUnavailable)
+		h.answer(w, CodeUnavailable)
 		return
 	}
-	writeCode(w, CodeOK)
+	h.answer(w, CodeOK)
+}
+
+// answer writes an answer to POST /event and counts it.
+func (h *handler) answer(w http.ResponseWriter, c Code) {
+	if h.opts.Metrics != nil {
+		h.opts.Metrics.Published(string(c))
+	}
+	writeCode(w, c)
 }
 
 func writeCode(w http.ResponseWriter, c Code) {

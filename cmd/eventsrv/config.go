@@ -21,6 +21,8 @@ type config struct {
 	ListenPort    int    `env:"LISTEN_PORT" envDefault:"8080"`
 	BroadcastPort int    `env:"BROADCAST_PORT" envDefault:"8081"`
 
+	MetricsAddress string `env:"METRICS_ADDRESS" envDefault:"127.0.0.1:8082"`
+
 	ListenSocket     string `env:"LISTEN_SOCKET"`
 	ListenSocketMode string `env:"LISTEN_SOCKET_MODE" envDefault:"0660"`
 
@@ -118,6 +120,10 @@ func (c config) validate() error {
 		{"IDLE_TIMEOUT", c.IdleTimeout}, {"SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
 	} {
 		check(d.d > 0, d.name, "must be positive")
+	}
+	if c.MetricsAddress != "off" {
+		_, port, err := net.SplitHostPort(c.MetricsAddress)
+		check(err == nil && port != "", "METRICS_ADDRESS", "%q is not host:port (or off)", c.MetricsAddress)
 	}
 	check(c.ShutdownDelay >= 0, "SHUTDOWN_DELAY", "must not be negative")
 	mode, err := strconv.ParseUint(c.ListenSocketMode, 8, 32)

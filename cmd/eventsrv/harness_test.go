@@ -49,11 +49,12 @@ func startServer(t *testing.T, env map[string]string) *server {
 	s := &server{t: t, dir: dir, tokensFile: filepath.Join(dir, "tokens"), logs: newLogSink(), done: make(chan error, 1)}
 	require.NoError(t, os.WriteFile(s.tokensFile, []byte(testToken+"\n"), 0o600))
 	vars := map[string]string{
-		"BIND_ADDRESS":   "127.0.0.1",
-		"LISTEN_PORT":    "0",
-		"BROADCAST_PORT": "0",
-		"TOKENS_FILE":    s.tokensFile,
-		"LOG_LEVEL":      "debug",
+		"BIND_ADDRESS":    "127.0.0.1",
+		"LISTEN_PORT":     "0",
+		"BROADCAST_PORT":  "0",
+		"METRICS_ADDRESS": "127.0.0.1:0",
+		"TOKENS_FILE":     s.tokensFile,
+		"LOG_LEVEL":       "debug",
 	}
 	for k, v := range env {
 		vars[k] = v
@@ -213,15 +214,16 @@ func jsonString(s string) string {
 // logSink collects the server's log and reports both listen addresses
 // from the "serving" lines.
 type logSink struct {
-	mu    sync.Mutex
-	buf   bytes.Buffer
-	addrs [2]string
-	ready chan [2]string
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	addrs   [2]string
+	metrics string // the metrics server's address, once logged
+	ready   chan [2]string
 }
 
 func newLogSink() *logSink { return &logSink{ready: make(chan [2]string, 1)} }
 
-var servingLine = regexp.MustCompile(`msg=serving server=(listen|broadcast) addr=(\S+)`)
+var servingLine = regexp.MustCompile(`msg=serving server=(listen|broadcast|metrics) addr=(\S+)`)
 
 func (l *logSink) Write(p []byte) (int, error) {
 	l.mu.Lock()
@@ -233,9 +235,12 @@ func (l *logSink) Write(p []byte) (int, error) {
 		if m == nil {
 			continue
 		}
-		if m[1] == "listen" {
+		switch m[1] {
+		case "metrics":
+			l.metrics = m[2]
+		case "listen":
 			l.addrs[0] = m[2]
-		} else {
+		default:
 			l.addrs[1] = m[2]
 			if l.addrs[0] != "" {
 				l.ready <- l.addrs
@@ -249,6 +254,14 @@ func (l *logSink) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.String()
+}
+
+// metricsURL returns the metrics server's /metrics URL.
+func (s *server) metricsURL() string {
+	s.waitLog("server=metrics")
+	s.logs.mu.Lock()
+	defer s.logs.mu.Unlock()
+	return "http://" + s.logs.metrics + "/metrics"
 }
 
 // waitLog waits until the log contains s.
@@ -270,3 +283,5 @@ func (s *server) get(url string) (int, string) {
 	require.NoError(s.t, err)
 	return resp.StatusCode, string(b)
 }
+
+func writeFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o600) }

@@ -70,6 +70,7 @@ func TestMissingTokensFileIsCreated(t *testing.T) {
 	cancel() // serve and stop at once: only the start-up matters here
 	err := run(ctx, []string{"eventsrv"}, mapEnv(map[string]string{
 		"TOKENS_FILE": path, "LISTEN_PORT": "0", "BROADCAST_PORT": "0", "BIND_ADDRESS": "127.0.0.1",
+		"METRICS_ADDRESS": "off",
 	}), io.Discard, &logs)
 	require.NoError(t, err)
 	info, err := os.Stat(path)

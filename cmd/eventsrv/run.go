@@ -22,6 +22,7 @@ import (
 	"eventsrv/auth"
 	"eventsrv/broadcast"
 	"eventsrv/listen"
+	"eventsrv/metrics"
 )
 
 const usage = `usage: eventsrv [command]
@@ -84,7 +85,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	authn := auth.NewAuthenticator(store, log)
+	m := metrics.New()
+	store.WithMetrics(m)
+	authn := auth.NewAuthenticator(store, log).WithMetrics(m)
 	hub := broadcast.NewHub(authn, broadcast.Options{
 		QueueMaxBytes:    cfg.QueueMaxBytes,
 		WriteTimeout:     cfg.WriteTimeout,
@@ -93,8 +96,10 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		MaxMessageBytes:  cfg.MaxMessageBytes,
 		MaxSubscriptions: cfg.MaxSubscriptions,
 		Log:              log,
+		Metrics:          m,
 	})
-	listenOpts := listen.Options{MaxBodyBytes: cfg.MaxBodyBytes, Log: log}
+	m.WatchHub(hub)
+	listenOpts := listen.Options{MaxBodyBytes: cfg.MaxBodyBytes, Log: log, Metrics: m}
 	probes := &probes{}
 
 	listenSrv := newServer(cfg, probes.wrap(listen.NewHandler(authn, hub, listenOpts)), log)
@@ -140,6 +145,17 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		servers = append(servers, &endpoint{name: "socket", srv: srv, ln: ln, publishes: true})
 	}
 
+	if cfg.MetricsAddress != "off" {
+		ln, err := net.Listen("tcp", cfg.MetricsAddress)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("metrics server (METRICS_ADDRESS): %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", m.Handler())
+		servers = append(servers, &endpoint{name: "metrics", srv: newServer(cfg, probes.wrap(mux), log), ln: ln})
+	}
+
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
 	go store.Watch(watchCtx, cfg.TokensReloadInterval)
@@ -150,7 +166,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	errc := make(chan error, len(servers))
 	for _, s := range servers {
 		scheme := "http"
-		if tlsConfig != nil && s.name != "socket" {
+		if tlsConfig != nil && (s.name == "listen" || s.name == "broadcast") {
 			scheme = "https"
 		}
 		log.Info("serving", "server", s.name, "addr", s.ln.Addr().String(), "scheme", scheme)

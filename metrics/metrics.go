@@ -1,0 +1,137 @@
+// Package metrics owns eventsrv's Prometheus metrics: their names, help
+// texts and registry, and the handler that serves them. The packages that
+// count things declare, each in its own terms, the few methods they call;
+// *Metrics implements all of them.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics is the set of eventsrv's metrics in one registry.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	connections  prometheus.Counter
+	published    *prometheus.CounterVec
+	deliveries   prometheus.Counter
+	closed       *prometheus.CounterVec
+	writeWait    prometheus.Histogram
+	authFailures *prometheus.CounterVec
+	tokenReloads *prometheus.CounterVec
+}
+
+// New returns the metrics, with Go runtime and process metrics included.
+func New() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		connections: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "eventsrv_connections_total",
+			Help: "Subscriber connections accepted.",
+		}),
+		published: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eventsrv_events_published_total",
+			Help: "POST /event requests by the code answered (OK, INVALID_BODY, UNAUTHENTICATED, ...).",
+		}, []string{"code"}),
+		deliveries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "eventsrv_deliveries_total",
+			Help: "Events queued to subscribers (one per event and subscriber).",
+		}),
+		closed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eventsrv_subscribers_closed_total",
+			Help: "Subscriber connections ended, by reason (slow consumer, ping timeout, closed by peer, ...).",
+		}, []string{"reason"}),
+		writeWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "eventsrv_write_wait_seconds",
+			Help: "Per write to a subscriber: time from the oldest frame in it being queued (at publish) to the write.",
+			// From well under a millisecond (a quiet server) to seconds (a
+			// subscriber about to be cut off).
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eventsrv_auth_failures_total",
+			Help: "Refused credentials, by reason (unauthenticated, unrecognized scheme) and transport.",
+		}, []string{"reason", "via"}),
+		tokenReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eventsrv_tokens_reloads_total",
+			Help: "Tokens file loads after a change or SIGHUP, by result (ok, error).",
+		}, []string{"result"}),
+	}
+	m.reg.MustRegister(m.connections, m.published, m.deliveries, m.closed, m.writeWait,
+		m.authFailures, m.tokenReloads,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// HubStats is what the metrics read from the broadcast hub at each scrape.
+type HubStats interface {
+	// SubscribersByTransport counts open connections by transport.
+	SubscribersByTransport() map[string]int
+	// QueuedBytes sums the bytes waiting in every subscriber's queue.
+	QueuedBytes() int
+}
+
+// WatchHub adds the gauges read from hub when scraped.
+func (m *Metrics) WatchHub(hub HubStats) {
+	m.reg.MustRegister(&hubCollector{hub: hub,
+		subscribers: prometheus.NewDesc("eventsrv_subscribers",
+			"Open subscriber connections, by transport.", []string{"transport"}, nil),
+		queued: prometheus.NewDesc("eventsrv_queued_bytes",
+			"Bytes waiting in subscribers' queues.", nil, nil),
+	})
+}
+
+type hubCollector struct {
+	hub         HubStats
+	subscribers *prometheus.Desc
+	queued      *prometheus.Desc
+}
+
+func (c *hubCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.subscribers
+	ch <- c.queued
+}
+
+func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
+	for transport, n := range c.hub.SubscribersByTransport() {
+		ch <- prometheus.MustNewConstMetric(c.subscribers, prometheus.GaugeValue, float64(n), transport)
+	}
+	ch <- prometheus.MustNewConstMetric(c.queued, prometheus.GaugeValue, float64(c.hub.QueuedBytes()))
+}
+
+// Connected counts an accepted subscriber connection.
+func (m *Metrics) Connected() { m.connections.Inc() }
+
+// Published counts a POST /event answer by its code.
+func (m *Metrics) Published(code string) { m.published.WithLabelValues(code).Inc() }
+
+// Delivered counts events queued to n subscribers.
+func (m *Metrics) Delivered(n int) { m.deliveries.Add(float64(n)) }
+
+// Closed counts a subscriber connection that ended for reason.
+func (m *Metrics) Closed(reason string) { m.closed.WithLabelValues(reason).Inc() }
+
+// WriteWaited records how long the oldest frame of a write waited.
+func (m *Metrics) WriteWaited(d time.Duration) { m.writeWait.Observe(d.Seconds()) }
+
+// AuthFailed counts a refused credential.
+func (m *Metrics) AuthFailed(reason, via string) { m.authFailures.WithLabelValues(reason, via).Inc() }
+
+// TokensReloaded counts a tokens file load.
+func (m *Metrics) TokensReloaded(ok bool) {
+	result := "ok"
+	if !ok {
+		result = "error"
+	}
+	m.tokenReloads.WithLabelValues(result).Inc()
+}
