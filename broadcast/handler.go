@@ -136,6 +136,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.setupReader()
+	h.opts.Log.Info("subscriber connected", "remote", c.remote, "transport", "websocket")
 	if h.poll.add(c) == nil {
 		return // the poller starts a reader when there is something to read
 	}
