@@ -9,7 +9,7 @@ import (
 
 // TokenChecker is what an Authenticator needs from a token source.
 type TokenChecker interface {
-	Contains(token string) bool
+	Lookup(token string) (Permissions, bool)
 }
 
 // Authenticator decides whether a credential is accepted and logs refusals,
@@ -38,19 +38,24 @@ func NewAuthenticator(tokens TokenChecker, log *slog.Logger) *Authenticator {
 	return &Authenticator{tokens: tokens, log: log, limit: rejectLimiter{perWindow: 10, window: time.Second}}
 }
 
-// Authenticate checks credentials of the form "<scheme> <token>". It returns
-// nil, ErrUnrecognizedScheme or ErrUnauthenticated. remote (the peer's
-// address) and via (the transport) only label the log line; the credential
-// itself is never logged.
-func (a *Authenticator) Authenticate(credentials, remote, via string) error {
+// Authenticate checks credentials of the form "<scheme> <token>" and
+// returns the token's permissions, or ErrUnrecognizedScheme or
+// ErrUnauthenticated. remote (the peer's address) and via (the transport)
+// only label the log line; the credential itself is never logged.
+func (a *Authenticator) Authenticate(credentials, remote, via string) (Permissions, error) {
 	_, token, err := ParseCredentials(credentials)
-	if err == nil && !a.tokens.Contains(token) {
-		err = ErrUnauthenticated
+	var perms Permissions
+	if err == nil {
+		var ok bool
+		if perms, ok = a.tokens.Lookup(token); !ok {
+			err = ErrUnauthenticated
+		}
 	}
 	if err != nil {
 		a.logRejected(err, remote, via)
+		return Permissions{}, err
 	}
-	return err
+	return perms, nil
 }
 
 func (a *Authenticator) logRejected(err error, remote, via string) {

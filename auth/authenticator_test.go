@@ -12,7 +12,7 @@ import (
 // fakeTokens accepts exactly the tokens it holds.
 type fakeTokens map[string]bool
 
-func (f fakeTokens) Contains(token string) bool { return f[token] }
+func (f fakeTokens) Lookup(token string) (Permissions, bool) { return FullAccess, f[token] }
 
 const (
 	goodToken   = "good-token-0123456789abcdef"
@@ -40,7 +40,7 @@ func TestAuthenticate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			log, logs := newTestLogger()
 			a := NewAuthenticator(fakeTokens{goodToken: true}, log)
-			err := a.Authenticate(tt.creds, "192.0.2.7:4321", "http")
+			_, err := a.Authenticate(tt.creds, "192.0.2.7:4321", "http")
 			out := logs.String()
 			if tt.wantErr == nil {
 				require.NoError(t, err)
@@ -65,7 +65,8 @@ func TestAuthenticateThrottlesLog(t *testing.T) {
 	// A window far longer than the test, so that the count is exact.
 	a.limit.window = time.Hour
 	for range 25 {
-		require.ErrorIs(t, a.Authenticate("Basic "+secretToken, "192.0.2.7:1", "websocket"), ErrUnauthenticated)
+		_, err := a.Authenticate("Basic "+secretToken, "192.0.2.7:1", "websocket")
+		require.ErrorIs(t, err, ErrUnauthenticated)
 	}
 	out := logs.String()
 	assert.Equal(t, 10, strings.Count(out, "authentication refused"))
@@ -130,7 +131,8 @@ func TestAuthenticateReportsSuppressed(t *testing.T) {
 	for range 13 {
 		a.limit.allow(past)
 	}
-	require.ErrorIs(t, a.Authenticate("Basic "+secretToken, "192.0.2.7:1", "http"), ErrUnauthenticated)
+	_, err := a.Authenticate("Basic "+secretToken, "192.0.2.7:1", "http")
+	require.ErrorIs(t, err, ErrUnauthenticated)
 	out := logs.String()
 	assert.Contains(t, out, "authentication refusals suppressed")
 	assert.Contains(t, out, "count=3")

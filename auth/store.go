@@ -92,6 +92,11 @@ func (s *FileStore) Contains(token string) bool {
 	return s.set.Load().Contains(token)
 }
 
+// Lookup returns token's permissions, if it is currently accepted.
+func (s *FileStore) Lookup(token string) (Permissions, bool) {
+	return s.set.Load().Lookup(token)
+}
+
 // Reload re-reads the file. When the file cannot be read or parsed the
 // previous set stays in force and the error is returned for logging.
 // Reloading an unchanged file is a no-op, so polling is cheap and quiet.
@@ -113,7 +118,7 @@ func (s *FileStore) Reload() error {
 		return fmt.Errorf("tokens file %s: %w", s.path, err)
 	}
 	for _, l := range short {
-		s.log.Warn("tokens file: token shorter than 16 characters ignored", "path", s.path, "line", l.Line)
+		s.log.Warn("tokens file: line ignored", "path", s.path, "line", l.Line, "reason", l.Reason)
 	}
 	if set.Len() == 0 {
 		s.log.Warn("tokens file holds no usable token: every request will be refused", "path", s.path)

@@ -21,42 +21,60 @@ const MinTokenLength = 16
 // wrong TOKENS_FILE (a log, a disk image) cannot exhaust memory.
 const maxTokensFileBytes = 16 << 20
 
-// TokenSet is an immutable set of accepted tokens. It holds SHA-256 digests
-// rather than the tokens themselves, so that lookups compare fixed-size
-// values in constant time and a heap dump shows no usable secret.
+// TokenSet is an immutable set of accepted tokens with their permissions.
+// It holds SHA-256 digests rather than the tokens themselves, so that
+// lookups compare fixed-size values in constant time and a heap dump shows
+// no usable secret.
 type TokenSet struct {
 	digests [][sha256.Size]byte
+	perms   []Permissions // by the index of the digest
 }
 
 // Len reports how many tokens the set holds.
 func (s *TokenSet) Len() int { return len(s.digests) }
 
-// Contains reports whether token is in the set. It compares the token's
-// digest with every stored digest and never returns early, so the time taken
-// depends on the number of tokens only, not on how much of a token matched.
+// Contains reports whether token is in the set.
 func (s *TokenSet) Contains(token string) bool {
+	_, ok := s.Lookup(token)
+	return ok
+}
+
+// Lookup returns token's permissions. It compares the token's digest with
+// every stored digest and never returns early, so the time taken depends on
+// the number of tokens only, not on how much of a token matched.
+func (s *TokenSet) Lookup(token string) (Permissions, bool) {
 	if s == nil || len(token) < MinTokenLength {
-		return false
+		return Permissions{}, false
 	}
 	d := sha256.Sum256([]byte(token))
-	found := 0
+	match := -1
 	for i := range s.digests {
-		found |= subtle.ConstantTimeCompare(d[:], s.digests[i][:])
+		eq := subtle.ConstantTimeCompare(d[:], s.digests[i][:])
+		match = subtle.ConstantTimeSelect(eq, i, match)
 	}
-	return found == 1
+	if match < 0 {
+		return Permissions{}, false
+	}
+	return s.perms[match], true
 }
 
-// ShortLine records a line of the tokens file that was ignored because the
-// token on it is shorter than MinTokenLength. It carries the line number
-// only: the token itself must never reach a log.
-type ShortLine struct {
-	Line int
+// IgnoredLine records a line of the tokens file that was left out, and
+// why. It carries the line number only: the token must never reach a log.
+type IgnoredLine struct {
+	Line   int
+	Reason string
 }
 
-// ParseTokens reads a tokens file: one token per line, surrounding white
-// space (CR included) trimmed, blank lines and lines starting with '#'
-// skipped. Tokens shorter than MinTokenLength are left out and reported.
-func ParseTokens(r io.Reader) (*TokenSet, []ShortLine, error) {
+// reasonShort is the reason of a line whose token is too short.
+const reasonShort = "token shorter than 16 characters"
+
+// ParseTokens reads a tokens file: one token per line, optionally followed
+// by permission fields (see parsePermissions; a bare token has FullAccess),
+// separated by white space. Surrounding white space (CR included) is
+// trimmed; blank lines and lines starting with '#' are skipped. Lines with
+// a token shorter than MinTokenLength, or with fields that do not parse,
+// are left out and reported. A token listed twice keeps its first line.
+func ParseTokens(r io.Reader) (*TokenSet, []IgnoredLine, error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxTokensFileBytes+1))
 	if err != nil {
 		return nil, nil, fmt.Errorf("read tokens: %w", err)
@@ -65,30 +83,39 @@ func ParseTokens(r io.Reader) (*TokenSet, []ShortLine, error) {
 		return nil, nil, fmt.Errorf("tokens file is larger than %d bytes", maxTokensFileBytes)
 	}
 	set := &TokenSet{}
-	var short []ShortLine
+	var ignored []IgnoredLine
 	seen := make(map[[sha256.Size]byte]struct{})
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 4096), maxTokensFileBytes)
 	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 0 || strings.HasPrefix(fields[0], "#") {
 			continue
 		}
-		if len(line) < MinTokenLength {
-			short = append(short, ShortLine{Line: n})
+		token := fields[0]
+		if len(token) < MinTokenLength {
+			ignored = append(ignored, IgnoredLine{Line: n, Reason: reasonShort})
 			continue
 		}
-		d := sha256.Sum256([]byte(line))
+		perms := FullAccess
+		if len(fields) > 1 {
+			if perms, err = parsePermissions(fields[1:]); err != nil {
+				ignored = append(ignored, IgnoredLine{Line: n, Reason: err.Error()})
+				continue
+			}
+		}
+		d := sha256.Sum256([]byte(token))
 		if _, dup := seen[d]; dup {
 			continue
 		}
 		seen[d] = struct{}{}
 		set.digests = append(set.digests, d)
+		set.perms = append(set.perms, perms)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, nil, fmt.Errorf("read tokens: %w", err)
 	}
-	return set, short, nil
+	return set, ignored, nil
 }
 
 // NewToken returns a random token of 43 URL-safe characters (256 bits from

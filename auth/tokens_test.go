@@ -25,7 +25,7 @@ func TestParseTokens(t *testing.T) {
 		want      []string // tokens Contains must accept
 		notWant   []string // strings Contains must refuse
 		wantLen   int
-		wantShort []ShortLine
+		wantShort []IgnoredLine
 	}{
 		{
 			name:    "empty file",
@@ -59,14 +59,14 @@ func TestParseTokens(t *testing.T) {
 			want:      []string{tok16, tokB},
 			notWant:   []string{tok15},
 			wantLen:   2,
-			wantShort: []ShortLine{{Line: 1}, {Line: 5}},
+			wantShort: []IgnoredLine{{Line: 1, Reason: reasonShort}, {Line: 5, Reason: reasonShort}},
 		},
 		{
 			name:      "short line numbers count blank lines and CRLF",
 			in:        "\r\n# c\r\nshort\r\n" + tokB + "\r\nx",
 			want:      []string{tokB},
 			wantLen:   1,
-			wantShort: []ShortLine{{Line: 3}, {Line: 5}},
+			wantShort: []IgnoredLine{{Line: 3, Reason: reasonShort}, {Line: 5, Reason: reasonShort}},
 		},
 		{
 			name:    "duplicates kept once",
@@ -87,11 +87,23 @@ func TestParseTokens(t *testing.T) {
 			wantLen: 2,
 		},
 		{
-			name:    "inner space is part of the token",
-			in:      "abcdefgh ijklmnopq\n",
-			want:    []string{"abcdefgh ijklmnopq"},
-			notWant: []string{"abcdefgh", "ijklmnopq"},
+			name:      "white space ends the token: what follows are permission fields",
+			in:        "abcdefgh ijklmnopq\n",
+			notWant:   []string{"abcdefgh ijklmnopq", "abcdefgh", "ijklmnopq"},
+			wantLen:   0,
+			wantShort: []IgnoredLine{{Line: 1, Reason: reasonShort}},
+		},
+		{
+			name:    "lines with bad permission fields are left out",
+			in:      tokB + " publish=a admin\n" + tok16 + " subscribe=a*b\n" + tokC + " root\n" + tokB + "x publish=a publish=b\n",
+			want:    []string{tokB},
+			notWant: []string{tok16, tokC, tokB + "x"},
 			wantLen: 1,
+			wantShort: []IgnoredLine{
+				{Line: 2, Reason: `field 2: bad event pattern: "a*b" has a * before its end`},
+				{Line: 3, Reason: "field 2: not publish=..., subscribe=... or admin"},
+				{Line: 4, Reason: "field 3: publish given twice"},
+			},
 		},
 	}
 	for _, tt := range tests {
@@ -204,16 +216,17 @@ func FuzzParseTokens(f *testing.F) {
 		if err != nil {
 			t.Fatalf("ParseTokens: %v", err) // inputs are far below the size bound
 		}
+		// bufio.Scanner's lines: split at \n, one trailing \r dropped.
 		lines := strings.Split(string(data), "\n")
 		kept := 0
 		for _, line := range lines {
-			line = strings.TrimSpace(line)
-			if line == "" || strings.HasPrefix(line, "#") || len(line) < MinTokenLength {
+			fields := strings.Fields(line)
+			if len(fields) == 0 || strings.HasPrefix(fields[0], "#") || len(fields[0]) < MinTokenLength {
 				continue
 			}
 			kept++
-			if !set.Contains(line) {
-				t.Fatalf("token line %q not in the set", line)
+			if len(fields) == 1 && !set.Contains(fields[0]) {
+				t.Fatalf("bare token %q not in the set", fields[0])
 			}
 		}
 		if set.Len() > kept {
@@ -222,13 +235,80 @@ func FuzzParseTokens(f *testing.F) {
 		prev := 0
 		for _, s := range short {
 			if s.Line < 1 || s.Line > len(lines) || s.Line <= prev {
-				t.Fatalf("short line %d out of range 1..%d or out of order (previous %d)", s.Line, len(lines), prev)
+				t.Fatalf("ignored line %d out of range 1..%d or out of order (previous %d)", s.Line, len(lines), prev)
 			}
 			prev = s.Line
-			line := strings.TrimSpace(lines[s.Line-1])
-			if line == "" || strings.HasPrefix(line, "#") || len(line) >= MinTokenLength {
-				t.Fatalf("line %d (%q) reported short", s.Line, line)
+			fields := strings.Fields(lines[s.Line-1])
+			if len(fields) == 0 || strings.HasPrefix(fields[0], "#") {
+				t.Fatalf("line %d (%q) reported, but it is blank or a comment", s.Line, lines[s.Line-1])
 			}
+			if (s.Reason == reasonShort) != (len(fields[0]) < MinTokenLength) {
+				t.Fatalf("line %d (%q) reported as %q", s.Line, lines[s.Line-1], s.Reason)
+			}
+		}
+	})
+}
+
+func TestTokenPermissions(t *testing.T) {
+	set, ignored, err := ParseTokens(strings.NewReader(
+		tokB + "\n" +
+			tokC + " publish=order.*,invoice subscribe=order.created\n" +
+			tok16 + " admin subscribe=*\n" +
+			tokB + "2 publish=\n"))
+	require.NoError(t, err)
+	require.Empty(t, ignored)
+	cases := []struct {
+		token     string
+		publish   map[string]bool
+		subscribe map[string]bool
+		admin     bool
+	}{
+		{tokB, map[string]bool{"a": true, "order.created": true}, map[string]bool{"a": true}, false},
+		{tokC,
+			map[string]bool{"order.created": true, "order.": true, "order": false, "invoice": true, "invoice.paid": false},
+			map[string]bool{"order.created": true, "order.paid": false}, false},
+		{tok16, map[string]bool{"a": false}, map[string]bool{"a": true, "": true}, true},
+		{tokB + "2", map[string]bool{"a": false, "": false}, map[string]bool{"a": false}, false},
+	}
+	for _, tc := range cases {
+		perms, ok := set.Lookup(tc.token)
+		require.True(t, ok, tc.token)
+		for event, want := range tc.publish {
+			assert.Equal(t, want, perms.Publish.Allows(event), "%s publish %q", tc.token, event)
+		}
+		for event, want := range tc.subscribe {
+			assert.Equal(t, want, perms.Subscribe.Allows(event), "%s subscribe %q", tc.token, event)
+		}
+		assert.Equal(t, tc.admin, perms.Admin, tc.token)
+	}
+	_, ok := set.Lookup(tokB + "3")
+	assert.False(t, ok)
+}
+
+func FuzzParsePatterns(f *testing.F) {
+	for _, s := range []string{"", "*", "a", "a,b*", "order.*,invoice", "a*b", ",", "a,,b", "**", "é*"} {
+		f.Add(s, "order.created")
+	}
+	f.Fuzz(func(t *testing.T, list, event string) {
+		p, err := ParsePatterns(list)
+		if err != nil {
+			return
+		}
+		for _, pat := range p {
+			if pat == "" || strings.Contains(strings.TrimSuffix(pat, "*"), "*") {
+				t.Fatalf("accepted pattern %q", pat)
+			}
+		}
+		allowed := p.Allows(event)
+		// Allows agrees with a direct reading of each pattern.
+		want := false
+		for _, pat := range p {
+			if prefix, ok := strings.CutSuffix(pat, "*"); ok && strings.HasPrefix(event, prefix) || pat == event {
+				want = true
+			}
+		}
+		if allowed != want {
+			t.Fatalf("Allows(%q) = %v for %q", event, allowed, list)
 		}
 	})
 }

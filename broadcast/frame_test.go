@@ -209,5 +209,5 @@ func TestInitReplies(t *testing.T) {
 		assert.Equal(t, byte(opText), op)
 		assert.Equal(t, `{"type":"init","code":"`+string(code)+`"}`, string(p))
 	}
-	assert.Len(t, initReplies, 6)
+	assert.Len(t, initReplies, 7)
 }

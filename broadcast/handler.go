@@ -27,13 +27,16 @@ const (
 	// InitTooManyEvents: the init would take the connection past
 	// MAX_SUBSCRIPTIONS event names; nothing is added.
 	InitTooManyEvents InitCode = "INVALID_EVENTS_TOO_MANY"
+	// InitForbidden: the token may not subscribe to one of the events;
+	// nothing is added.
+	InitForbidden InitCode = "FORBIDDEN"
 )
 
 // initReplies holds each reply frame, built once.
 var initReplies = func() map[InitCode][]byte {
 	m := make(map[InitCode][]byte)
 	for _, c := range []InitCode{InitOK, InitInvalidSyntax, InitInvalidEventsMissing,
-		InitAuthUnrecognizedScheme, InitUnauthenticated, InitTooManyEvents} {
+		InitAuthUnrecognizedScheme, InitUnauthenticated, InitTooManyEvents, InitForbidden} {
 		m[c] = textFrame([]byte(`{"type":"init","code":"` + string(c) + `"}`))
 	}
 	return m
@@ -66,7 +69,8 @@ func (c *client) checkInit(msg []byte) (InitCode, []string) {
 	case err != nil:
 		return InitInvalidEventsMissing, nil
 	}
-	if err := c.hub.auth.Authenticate(in.Authentication, c.remote, "websocket"); err != nil {
+	perms, err := c.hub.auth.Authenticate(in.Authentication, c.remote, "websocket")
+	if err != nil {
 		if errors.Is(err, auth.ErrUnrecognizedScheme) {
 			return InitAuthUnrecognizedScheme, nil
 		}
@@ -74,6 +78,9 @@ func (c *client) checkInit(msg []byte) (InitCode, []string) {
 	}
 	var added []string
 	for _, e := range in.Events {
+		if !perms.Subscribe.Allows(e) {
+			return InitForbidden, nil
+		}
 		if _, ok := c.subs[e]; ok || contains(added, e) {
 			continue
 		}

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"eventsrv/auth"
 )
 
 // ErrClosed is returned by Publish once the hub has begun to shut down.
@@ -57,7 +59,7 @@ func (noMetrics) WriteWaited(time.Duration) {}
 
 // Authenticator checks a subscriber's credentials.
 type Authenticator interface {
-	Authenticate(credentials, remote, via string) error
+	Authenticate(credentials, remote, via string) (auth.Permissions, error)
 }
 
 // Hub holds the subscriptions and fans events out. Its zero value is not

@@ -24,14 +24,14 @@ const goodCreds = "Basic good-token-0123456789"
 // fakeAuth accepts goodCreds only.
 type fakeAuth struct{}
 
-func (fakeAuth) Authenticate(creds, remote, via string) error {
+func (fakeAuth) Authenticate(creds, remote, via string) (auth.Permissions, error) {
 	switch {
 	case creds == goodCreds:
-		return nil
+		return auth.FullAccess, nil
 	case creds == "" || strings.HasPrefix(creds, "Basic "):
-		return auth.ErrUnauthenticated
+		return auth.Permissions{}, auth.ErrUnauthenticated
 	default:
-		return auth.ErrUnrecognizedScheme
+		return auth.Permissions{}, auth.ErrUnrecognizedScheme
 	}
 }
 

@@ -21,7 +21,7 @@ type Publisher interface {
 
 // Authenticator checks the Authorization header's value.
 type Authenticator interface {
-	Authenticate(credentials, remote, via string) error
+	Authenticate(credentials, remote, via string) (auth.Permissions, error)
 }
 
 // Code is the wire code in every answer: {"code":"<Code>"}.
@@ -33,6 +33,7 @@ const (
 	CodeInvalidBody            Code = "INVALID_BODY"
 	CodeUnauthenticated        Code = "UNAUTHENTICATED"
 	CodeAuthUnrecognizedScheme Code = "AUTH_UNRECOGNIZED_SCHEME"
+	CodeForbidden              Code = "FORBIDDEN"
 	CodePayloadTooLarge        Code = "PAYLOAD_TOO_LARGE"
 	CodeMethodNotAllowed       Code = "METHOD_NOT_ALLOWED"
 	CodeNotFound               Code = "NOT_FOUND"
@@ -45,6 +46,7 @@ var statusOf = map[Code]int{
 	CodeInvalidBody:            http.StatusBadRequest,
 	CodeUnauthenticated:        http.StatusForbidden,
 	CodeAuthUnrecognizedScheme: http.StatusForbidden,
+	CodeForbidden:              http.StatusForbidden,
 	CodePayloadTooLarge:        http.StatusRequestEntityTooLarge,
 	CodeMethodNotAllowed:       http.StatusMethodNotAllowed,
 	CodeNotFound:               http.StatusNotFound,
@@ -97,7 +99,8 @@ func (h *handler) event(w http.ResponseWriter, r *http.Request) {
 	}
 	// Authentication comes before the body is read, so that an
 	// unauthenticated client cannot make the server parse anything.
-	if err := h.auth.Authenticate(r.Header.Get("Authorization"), r.RemoteAddr, "http"); err != nil {
+	perms, err := h.auth.Authenticate(r.Header.Get("Authorization"), r.RemoteAddr, "http")
+	if err != nil {
 		if errors.Is(err, auth.ErrUnrecognizedScheme) {
 			h.answer(w, CodeAuthUnrecognizedScheme)
 		} else {
@@ -121,6 +124,11 @@ func (h *handler) event(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		h.opts.Log.Info("event refused", "remote", r.RemoteAddr, "code", CodeInvalidBody, "reason", err)
 		h.answer(w, CodeInvalidBody)
+		return
+	}
+	if !perms.Publish.Allows(ev.Name) {
+		h.opts.Log.Info("event refused", "remote", r.RemoteAddr, "code", CodeForbidden, "event", ev.Name)
+		h.answer(w, CodeForbidden)
 		return
 	}
 	if err := h.pub.Publish(ev.Name, ev.Data); err != nil {

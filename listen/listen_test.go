@@ -30,17 +30,17 @@ type fakeAuth struct {
 
 type authCall struct{ creds, remote, via string }
 
-func (a *fakeAuth) Authenticate(creds, remote, via string) error {
+func (a *fakeAuth) Authenticate(creds, remote, via string) (auth.Permissions, error) {
 	a.mu.Lock()
 	a.calls = append(a.calls, authCall{creds, remote, via})
 	a.mu.Unlock()
 	switch {
 	case creds == goodCreds:
-		return nil
+		return auth.FullAccess, nil
 	case creds == "" || strings.HasPrefix(creds, "Basic "):
-		return auth.ErrUnauthenticated
+		return auth.Permissions{}, auth.ErrUnauthenticated
 	default:
-		return auth.ErrUnrecognizedScheme
+		return auth.Permissions{}, auth.ErrUnrecognizedScheme
 	}
 }
 

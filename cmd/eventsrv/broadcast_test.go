@@ -232,3 +232,56 @@ func TestPeerCloseIsAnswered(t *testing.T) {
 	assert.Equal(t, websocket.CloseNormalClosure, ce.Code)
 	s.waitLog(`reason="closed by peer"`)
 }
+
+// Tokens may carry permissions in the tokens file: publish and subscribe
+// patterns; a bare token may do everything.
+func TestTokenPermissionsAreEnforced(t *testing.T) {
+	s := startServer(t, map[string]string{"TOKENS_RELOAD_INTERVAL": "20ms"})
+	const pub, sub = "publisher-token-0123456789", "subscriber-token-0123456789"
+	require.NoError(t, writeFile(s.tokensFile, testToken+"\n"+
+		pub+" publish=order.*,invoice\n"+
+		sub+" subscribe=order.created,user.*\n"))
+	s.waitLog(`msg="tokens file reloaded"`)
+
+	publishCases := []struct {
+		token, event string
+		status       int
+		code         string
+	}{
+		{testToken, "anything", 200, "OK"},
+		{pub, "order.created", 200, "OK"},
+		{pub, "invoice", 200, "OK"},
+		{pub, "invoice.paid", 403, "FORBIDDEN"},
+		{pub, "order", 403, "FORBIDDEN"},
+		{sub, "order.created", 403, "FORBIDDEN"},
+	}
+	for _, tc := range publishCases {
+		status, body := s.post("Basic "+tc.token, `{"event":"`+tc.event+`"}`)
+		assert.Equal(t, tc.status, status, "%s publishes %s", tc.token[:9], tc.event)
+		assert.Equal(t, `{"code":"`+tc.code+`"}`, body)
+	}
+	subscribeCases := []struct {
+		token  string
+		events []string
+		code   string
+	}{
+		{testToken, []string{"anything", "order.created"}, "OK"},
+		{sub, []string{"order.created", "user.1", "user."}, "OK"},
+		{sub, []string{"order.created", "order.paid"}, "FORBIDDEN"},
+		{sub, []string{"user"}, "FORBIDDEN"},
+		{pub, []string{"order.created"}, "FORBIDDEN"},
+		{pub, nil, "OK"}, // nothing asked, nothing refused
+	}
+	for _, tc := range subscribeCases {
+		c := s.dial()
+		got := sendInit(t, c, initMsg("Basic "+tc.token, tc.events...))
+		assert.Equal(t, `{"type":"init","code":"`+tc.code+`"}`, got, "%s subscribes %v", tc.token[:9], tc.events)
+	}
+	// A refused init adds nothing: the allowed event in it is not delivered.
+	c := s.dial()
+	require.Equal(t, `{"type":"init","code":"FORBIDDEN"}`, sendInit(t, c, initMsg("Basic "+sub, "user.1", "secret")))
+	require.Equal(t, `{"type":"init","code":"OK"}`, sendInit(t, c, initMsg("Basic "+sub, "order.created")))
+	s.publish("user.1", `1`)
+	s.publish("order.created", `2`)
+	require.Equal(t, eventJSON("order.created", `2`), readText(t, c))
+}

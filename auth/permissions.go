@@ -1,0 +1,92 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Patterns are event-name patterns: an exact name, a prefix ending in "*"
+// ("order.*" matches "order.created"), or "*" alone for every name.
+type Patterns []string
+
+// ErrBadPattern is wrapped by ParsePatterns' errors.
+var ErrBadPattern = errors.New("bad event pattern")
+
+// ParsePatterns parses a comma-separated list of patterns. An empty list
+// is valid and allows nothing; an empty item, or a "*" anywhere but at
+// the end of an item, is an error.
+func ParsePatterns(list string) (Patterns, error) {
+	if list == "" {
+		return Patterns{}, nil
+	}
+	items := strings.Split(list, ",")
+	p := make(Patterns, 0, len(items))
+	for _, item := range items {
+		switch {
+		case item == "":
+			return nil, fmt.Errorf("%w: empty item in %q", ErrBadPattern, list)
+		case strings.Contains(strings.TrimSuffix(item, "*"), "*"):
+			return nil, fmt.Errorf("%w: %q has a * before its end", ErrBadPattern, item)
+		}
+		p = append(p, item)
+	}
+	return p, nil
+}
+
+// Allows reports whether event matches one of the patterns.
+func (p Patterns) Allows(event string) bool {
+	for _, pat := range p {
+		if prefix, wild := strings.CutSuffix(pat, "*"); wild {
+			if strings.HasPrefix(event, prefix) {
+				return true
+			}
+		} else if pat == event {
+			return true
+		}
+	}
+	return false
+}
+
+// Permissions are what a token may do.
+type Permissions struct {
+	Publish   Patterns // events it may POST
+	Subscribe Patterns // events it may subscribe to
+	Admin     bool     // it may read the admin endpoints
+}
+
+// FullAccess is what a token without permission fields may do: publish and
+// subscribe to every event, as in the service this replaces. Admin must be
+// granted explicitly: the admin endpoints show who is connected.
+var FullAccess = Permissions{Publish: Patterns{"*"}, Subscribe: Patterns{"*"}}
+
+// parsePermissions reads the fields after a token in the tokens file:
+// publish=<patterns>, subscribe=<patterns> and admin, each at most once.
+// A field not given grants nothing.
+func parsePermissions(fields []string) (Permissions, error) {
+	var p Permissions
+	seen := make(map[string]bool)
+	for i, f := range fields {
+		name, value, hasValue := strings.Cut(f, "=")
+		if seen[name] {
+			return Permissions{}, fmt.Errorf("field %d: %s given twice", i+2, name)
+		}
+		seen[name] = true
+		var err error
+		switch {
+		case name == "publish" && hasValue:
+			p.Publish, err = ParsePatterns(value)
+		case name == "subscribe" && hasValue:
+			p.Subscribe, err = ParsePatterns(value)
+		case name == "admin" && !hasValue:
+			p.Admin = true
+		default:
+			// The field itself is not echoed: it could be a mistyped secret.
+			return Permissions{}, fmt.Errorf("field %d: not publish=..., subscribe=... or admin", i+2)
+		}
+		if err != nil {
+			return Permissions{}, fmt.Errorf("field %d: %w", i+2, err)
+		}
+	}
+	return p, nil
+}
