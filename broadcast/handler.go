@@ -5,13 +5,13 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"syscall"
 
 	"github.com/gorilla/websocket"
 
 	"eventsrv/auth"
+	"eventsrv/internal/jsonhttp"
 )
 
 // InitCode is the code of an init reply: {"type":"init","code":"<InitCode>"}.
@@ -152,13 +152,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	go c.run()
 }
 
-func writeCode(w http.ResponseWriter, status int, code string) {
-	body := `{"code":"` + code + `"}`
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	_, _ = w.Write([]byte(body))
-}
+func writeCode(w http.ResponseWriter, status int, code string) { jsonhttp.Code(w, status, code) }
 
 // lockingWriter hands gorilla a connection whose writes are serialised.
 // The flushers and writer goroutines write whole frames straight to the

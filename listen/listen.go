@@ -8,9 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 
 	"eventsrv/auth"
+	"eventsrv/internal/jsonhttp"
 )
 
 // Publisher takes an accepted event. The broadcast hub implements it, and so
@@ -148,13 +148,5 @@ func (h *handler) answer(w http.ResponseWriter, c Code) {
 }
 
 func writeCode(w http.ResponseWriter, c Code) {
-	writeJSON(w, statusOf[c], []byte(`{"code":"`+string(c)+`"}`))
-}
-
-func writeJSON(w http.ResponseWriter, status int, body []byte) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
+	jsonhttp.Code(w, statusOf[c], string(c))
 }

@@ -21,6 +21,7 @@ import (
 
 	"eventsrv/auth"
 	"eventsrv/broadcast"
+	"eventsrv/internal/jsonhttp"
 	"eventsrv/listen"
 	"eventsrv/metrics"
 )
@@ -281,17 +282,15 @@ func (p *probes) wrap(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		status, body := http.StatusOK, `{"status":"ok"}`
 		switch {
 		case r.Method != http.MethodGet && r.Method != http.MethodHead:
 			w.Header().Set("Allow", "GET, HEAD")
-			status, body = http.StatusMethodNotAllowed, `{"code":"METHOD_NOT_ALLOWED"}`
+			jsonhttp.Code(w, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED")
 		case r.URL.Path == "/readyz" && p.draining.Load():
-			status, body = http.StatusServiceUnavailable, `{"status":"shutting down"}`
+			jsonhttp.Write(w, http.StatusServiceUnavailable, []byte(`{"status":"shutting down"}`))
+		default:
+			jsonhttp.Write(w, http.StatusOK, []byte(`{"status":"ok"}`))
 		}
-		w.WriteHeader(status)
-		_, _ = io.WriteString(w, body)
 	})
 }
 
