@@ -41,11 +41,15 @@ type client struct {
 	// one reader at a time: see reader.go).
 	subs map[string]struct{}
 
+	id          uint64
+	userAgent   string
 	connectedAt time.Time
-	initialized atomic.Bool  // an init has succeeded
-	lastRead    atomic.Int64 // UnixNano of the last frame read after init
-	fd          int          // the socket, for the poller; -1 when not polled
-	reading     atomic.Bool  // a reader is running (see readReady)
+	subList     atomic.Pointer[[]string] // sorted copy of subs, for Clients
+	sent        atomic.Uint64            // frames written
+	initialized atomic.Bool              // an init has succeeded
+	lastRead    atomic.Int64             // UnixNano of the last frame read after init
+	fd          int                      // the socket, for the poller; -1 when not polled
+	reading     atomic.Bool              // a reader is running (see readReady)
 	tornDown    atomic.Bool
 
 	// raw is nc when it can be written without blocking (plain TCP), so

@@ -3,8 +3,11 @@ package broadcast
 import (
 	"bufio"
 	"errors"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -55,6 +58,8 @@ func (c *client) handleInit(msg []byte) bool {
 	for _, e := range added {
 		c.subs[e] = struct{}{}
 	}
+	list := slices.Sorted(maps.Keys(c.subs))
+	c.subList.Store(&list)
 	c.hub.subscribe(c, added, initReplies[InitOK])
 	return true
 }
@@ -101,6 +106,9 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// maxUserAgent bounds the user agent kept for the admin client list.
+const maxUserAgent = 256
+
 // upgrader is shared by every connection. Buffers are small because
 // messages from subscribers are rare and small, and the server's own writes
 // bypass gorilla's write buffer (see client.writeFrames).
@@ -134,6 +142,11 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader has answered
 	}
 	c := newClient(h, conn, lw.conn, lw.br, r.RemoteAddr)
+	c.id = h.nextID.Add(1)
+	c.userAgent = r.UserAgent()
+	if len(c.userAgent) > maxUserAgent {
+		c.userAgent = strings.ToValidUTF8(c.userAgent[:maxUserAgent], "")
+	}
 	if lw.conn.rc != nil {
 		c.raw = lw.conn
 	}

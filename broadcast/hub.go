@@ -4,11 +4,13 @@
 package broadcast
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -87,6 +89,11 @@ type Hub struct {
 	closed  bool
 	closing atomic.Bool // read by Publish without taking mu
 
+	nextID      atomic.Uint64 // client IDs
+	connections atomic.Uint64
+	published   atomic.Uint64
+	deliveries  atomic.Uint64
+
 	readers sync.WaitGroup // one per connection, done at its teardown
 	stop    chan struct{}  // ends the ping loop
 	pinger  sync.WaitGroup
@@ -143,6 +150,7 @@ func (h *Hub) Publish(event string, data json.RawMessage) error {
 	if h.closing.Load() {
 		return ErrClosed
 	}
+	h.published.Add(1)
 	h.pubMu.Lock()
 	defer h.pubMu.Unlock()
 	t := h.topics[event]
@@ -170,6 +178,7 @@ func (h *Hub) Publish(event string, data json.RawMessage) error {
 		clear(h.ready)
 		h.ready = h.ready[:0]
 	}
+	h.deliveries.Add(uint64(len(t.list)))
 	h.metrics.Delivered(len(t.list))
 	return nil
 }
@@ -217,6 +226,7 @@ func (h *Hub) register(c *client) bool {
 	}
 	h.clients[c] = struct{}{}
 	h.readers.Add(1)
+	h.connections.Add(1)
 	h.metrics.Connected()
 	return true
 }
@@ -297,6 +307,59 @@ func (h *Hub) Close(ctx context.Context) error {
 	h.poll.close()
 	h.flush.close()
 	return err
+}
+
+// Stats are the hub's counts since it started.
+type Stats struct {
+	Subscribers int    `json:"subscribers"`       // open connections
+	Connections uint64 `json:"connections_total"` // connections accepted
+	Published   uint64 `json:"events_published"`  // events accepted for fan-out
+	Deliveries  uint64 `json:"deliveries"`        // events queued to subscribers
+}
+
+// Stats returns the hub's counts.
+func (h *Hub) Stats() Stats {
+	return Stats{
+		Subscribers: h.Subscribers(),
+		Connections: h.connections.Load(),
+		Published:   h.published.Load(),
+		Deliveries:  h.deliveries.Load(),
+	}
+}
+
+// ClientInfo describes one subscriber for the admin client list. It holds
+// no credential.
+type ClientInfo struct {
+	ID             uint64    `json:"id"`
+	Remote         string    `json:"remote"`
+	UserAgent      string    `json:"user_agent"`
+	Transport      string    `json:"transport"`
+	Subscriptions  []string  `json:"subscriptions"`
+	MessagesSent   uint64    `json:"messages_sent"` // frames written, pings included
+	QueueDepth     int       `json:"queue_depth"`   // frames waiting
+	QueuedBytes    int       `json:"queued_bytes"`
+	ConnectedSince time.Time `json:"connected_since"`
+}
+
+// Clients describes every open connection, oldest first.
+func (h *Hub) Clients() []ClientInfo {
+	cs := h.snapshot()
+	out := make([]ClientInfo, 0, len(cs))
+	for _, c := range cs {
+		info := ClientInfo{
+			ID: c.id, Remote: c.remote, UserAgent: c.userAgent, Transport: "websocket",
+			Subscriptions: []string{}, MessagesSent: c.sent.Load(), ConnectedSince: c.connectedAt.UTC(),
+		}
+		if list := c.subList.Load(); list != nil {
+			info.Subscriptions = *list
+		}
+		c.mu.Lock()
+		info.QueueDepth, info.QueuedBytes = len(c.queue), c.queued
+		c.mu.Unlock()
+		out = append(out, info)
+	}
+	slices.SortFunc(out, func(a, b ClientInfo) int { return cmp.Compare(a.ID, b.ID) })
+	return out
 }
 
 // SubscribersByTransport reports the open connections by transport.

@@ -128,6 +128,7 @@ func (c *client) flush() {
 		}
 		buf = append(buf, f...)
 	}
+	nframes := len(frames)
 	clear(frames)
 	n, err := c.raw.tryWrite(buf)
 	switch {
@@ -140,6 +141,7 @@ func (c *client) flush() {
 	default:
 		*bp = buf[:0]
 		writeBufs.Put(bp)
+		c.sent.Add(uint64(nframes))
 		c.hub.metrics.WriteWaited(time.Since(since))
 		c.done()
 	}
@@ -221,11 +223,13 @@ func (c *client) writeLoop(bp *[]byte, pending []byte, frames [][]byte) {
 			return
 		}
 		err := c.writeFrames(frames, bp)
+		nframes := len(frames)
 		clear(frames)
 		if err != nil {
 			c.fail(err)
 			return
 		}
+		c.sent.Add(uint64(nframes))
 		c.hub.metrics.WriteWaited(time.Since(since))
 	}
 }

@@ -13,12 +13,15 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"eventsrv/admin"
 	"eventsrv/auth"
 	"eventsrv/broadcast"
 	"eventsrv/internal/jsonhttp"
@@ -103,7 +106,15 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	listenOpts := listen.Options{MaxBodyBytes: cfg.MaxBodyBytes, Log: log, Metrics: m}
 	probes := &probes{}
 
-	listenSrv := newServer(cfg, probes.wrap(listen.NewHandler(authn, hub, listenOpts)), log)
+	adminHandler := admin.NewHandler(authn, hub, admin.Info{Version: version(), Started: time.Now()})
+	listenHandler := listen.NewHandler(authn, hub, listenOpts)
+	listenSrv := newServer(cfg, probes.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/admin/") {
+			adminHandler.ServeHTTP(w, r)
+			return
+		}
+		listenHandler.ServeHTTP(w, r)
+	})), log)
 	// The broadcast server has no ReadTimeout: upgraded connections set
 	// their own deadlines, and a timeout here would cut the upgrade.
 	broadcastSrv := newServer(cfg, probes.wrap(hub), log)
@@ -195,6 +206,22 @@ wait:
 	stopWatch()
 	shutdown(cfg, log, probes, servers, hub)
 	return serveErr
+}
+
+// version is the module version and VCS revision the binary was built
+// from, as far as the build recorded them.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" {
+			v += " " + s.Value
+		}
+	}
+	return v
 }
 
 // endpoint is one of the HTTP servers with its listener.
