@@ -44,7 +44,7 @@ func TestReadControl(t *testing.T) {
 	}{
 		{"ping", maskedFrame(0x89, key, []byte("hello")), opPing, []byte("hello"), false},
 		{"pong, empty", maskedFrame(0x8A, key, nil), opPong, []byte{}, false},
-		{"close with code", maskedFrame(0x88, key, closeBody(1000, "bye"...)), opClose, closeBody(1000, "bye"...), false},
+		{"close with code", maskedFrame(0x88, key, closeBody(1000, []byte("bye")...)), opClose, closeBody(1000, []byte("bye")...), false},
 		{"close, empty", maskedFrame(0x88, key, nil), opClose, []byte{}, false},
 		{"125 bytes", maskedFrame(0x89, key, bytes.Repeat([]byte("x"), 125)), opPing, bytes.Repeat([]byte("x"), 125), false},
 		{"unmasked", []byte{0x89, 0x00}, 0, nil, true},
