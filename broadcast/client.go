@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"eventsrv/auth"
 )
 
 // Close codes and reasons this server sends. Every close says why, with the
@@ -37,9 +39,11 @@ type client struct {
 	br     *bufio.Reader // what gorilla reads through, so readers see what it buffered
 	remote string
 
-	// subs is the subscription set; only the reader touches it (there is
-	// one reader at a time: see reader.go).
-	subs map[string]struct{}
+	// subs is the subscription set and perms the permissions of the last
+	// successful init; only the reader touches them (there is one reader
+	// at a time: see reader.go).
+	subs  map[string]struct{}
+	perms auth.Permissions
 
 	id          uint64
 	userAgent   string

@@ -3,108 +3,16 @@ package broadcast
 import (
 	"bufio"
 	"errors"
-	"maps"
 	"net"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
 
 	"github.com/gorilla/websocket"
 
-	"eventsrv/auth"
 	"eventsrv/internal/jsonhttp"
 )
-
-// InitCode is the code of an init reply: {"type":"init","code":"<InitCode>"}.
-type InitCode string
-
-// The init reply codes. The first five are the old service's.
-const (
-	InitOK                     InitCode = "OK"
-	InitInvalidSyntax          InitCode = "INVALID_SYNTAX"
-	InitInvalidEventsMissing   InitCode = "INVALID_EVENTS_MISSING"
-	InitAuthUnrecognizedScheme InitCode = "AUTH_UNRECOGNIZED_SCHEME"
-	InitUnauthenticated        InitCode = "UNAUTHENTICATED"
-	// InitTooManyEvents: the init would take the connection past
-	// MAX_SUBSCRIPTIONS event names; nothing is added.
-	InitTooManyEvents InitCode = "INVALID_EVENTS_TOO_MANY"
-	// InitForbidden: the token may not subscribe to one of the events;
-	// nothing is added.
-	InitForbidden InitCode = "FORBIDDEN"
-)
-
-// initReplies holds each reply frame, built once.
-var initReplies = func() map[InitCode][]byte {
-	m := make(map[InitCode][]byte)
-	for _, c := range []InitCode{InitOK, InitInvalidSyntax, InitInvalidEventsMissing,
-		InitAuthUnrecognizedScheme, InitUnauthenticated, InitTooManyEvents, InitForbidden} {
-		m[c] = textFrame([]byte(`{"type":"init","code":"` + string(c) + `"}`))
-	}
-	return m
-}()
-
-// handleInit answers one init message and reports whether it succeeded.
-// A failed init changes nothing; a successful one adds its events to the
-// subscription, and its OK arrives before the first event.
-func (c *client) handleInit(msg []byte) bool {
-	code, added := c.checkInit(msg)
-	if code != InitOK {
-		c.enqueue(initReplies[code])
-		c.hub.opts.Log.Debug("init refused", "remote", c.remote, "code", code)
-		return false
-	}
-	for _, e := range added {
-		c.subs[e] = struct{}{}
-	}
-	list := slices.Sorted(maps.Keys(c.subs))
-	c.subList.Store(&list)
-	c.hub.subscribe(c, added, initReplies[InitOK])
-	return true
-}
-
-// checkInit validates an init message and returns its code and the event
-// names it would add to the subscription.
-func (c *client) checkInit(msg []byte) (InitCode, []string) {
-	in, err := ParseInit(msg)
-	switch {
-	case errors.Is(err, ErrInvalidSyntax):
-		return InitInvalidSyntax, nil
-	case err != nil:
-		return InitInvalidEventsMissing, nil
-	}
-	perms, err := c.hub.auth.Authenticate(in.Authentication, c.remote, "websocket")
-	if err != nil {
-		if errors.Is(err, auth.ErrUnrecognizedScheme) {
-			return InitAuthUnrecognizedScheme, nil
-		}
-		return InitUnauthenticated, nil
-	}
-	var added []string
-	for _, e := range in.Events {
-		if !perms.Subscribe.Allows(e) {
-			return InitForbidden, nil
-		}
-		if _, ok := c.subs[e]; ok || contains(added, e) {
-			continue
-		}
-		if len(c.subs)+len(added) == c.hub.opts.MaxSubscriptions {
-			return InitTooManyEvents, nil
-		}
-		added = append(added, e)
-	}
-	return InitOK, added
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
 
 // maxUserAgent bounds the user agent kept for the admin client list.
 const maxUserAgent = 256

@@ -15,8 +15,11 @@ var (
 	ErrEventsMissing = errors.New("init message has no array of event names")
 )
 
-// Init is a subscriber's init message.
+// Init is a message from a subscriber: an init (no type, or "init"), or,
+// after an init, a "subscribe" or "unsubscribe".
 type Init struct {
+	// Type is "" for the old service's init message, which had none.
+	Type string
 	// Authentication is "<scheme> <token>"; empty when absent or not a string.
 	Authentication string
 	// Events are the event names to add to the subscription, as sent
@@ -24,7 +27,9 @@ type Init struct {
 	Events []string
 }
 
-// ParseInit parses {"authentication":"<scheme> <token>","events":["a","b"]}.
+// ParseInit parses {"authentication":"<scheme> <token>","events":["a","b"]},
+// and {"type":"subscribe"|"unsubscribe","events":[...]}. With
+// ErrEventsMissing the returned Init still carries the type.
 // Keys match exactly and a repeated key keeps its last value, as JSON.parse
 // did in the service this replaces. Other keys are ignored, so that clients
 // written for later protocol versions still subscribe.
@@ -36,18 +41,25 @@ func ParseInit(msg []byte) (Init, error) {
 	if err := json.Unmarshal(msg, &fields); err != nil || fields == nil {
 		return Init{}, ErrInvalidSyntax
 	}
+	var in Init
+	if t, ok := fields["type"]; ok {
+		if t[0] != '"' {
+			return Init{}, fmt.Errorf("%w: type is not a string", ErrInvalidSyntax)
+		}
+		_ = json.Unmarshal(t, &in.Type) // a quoted, valid JSON value: cannot fail
+	}
 	raw, ok := fields["events"]
 	if !ok || raw[0] != '[' {
-		return Init{}, ErrEventsMissing
+		return in, ErrEventsMissing
 	}
 	var items []json.RawMessage
 	if err := json.Unmarshal(raw, &items); err != nil {
-		return Init{}, ErrEventsMissing
+		return in, ErrEventsMissing
 	}
-	in := Init{Events: make([]string, len(items))}
+	in.Events = make([]string, len(items))
 	for i, item := range items {
 		if item[0] != '"' || json.Unmarshal(item, &in.Events[i]) != nil {
-			return Init{}, fmt.Errorf("%w: events[%d] is not a string", ErrEventsMissing, i)
+			return Init{Type: in.Type}, fmt.Errorf("%w: events[%d] is not a string", ErrEventsMissing, i)
 		}
 	}
 	if a, ok := fields["authentication"]; ok && a[0] == '"' {

@@ -221,7 +221,7 @@ func (c *client) teardown(code int, reason string) {
 func (c *client) handleOnFreshStack(msg []byte) {
 	done := make(chan struct{})
 	go func() {
-		if c.handleInit(msg) {
+		if c.handleMessage(msg) {
 			if !c.initialized.Swap(true) {
 				c.keepAlive()
 			}

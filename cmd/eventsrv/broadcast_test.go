@@ -285,3 +285,43 @@ func TestTokenPermissionsAreEnforced(t *testing.T) {
 	s.publish("order.created", `2`)
 	require.Equal(t, eventJSON("order.created", `2`), readText(t, c))
 }
+
+func TestRunTimeSubscribeAndUnsubscribe(t *testing.T) {
+	s := startServer(t, map[string]string{"MAX_SUBSCRIPTIONS": "3", "TOKENS_RELOAD_INTERVAL": "20ms"})
+	const scoped = "scoped-token-0123456789abc"
+	require.NoError(t, writeFile(s.tokensFile, testToken+"\n"+scoped+" subscribe=job.*\n"))
+	s.waitLog(`msg="tokens file reloaded"`)
+
+	c := s.dial()
+	require.Equal(t, `{"type":"subscribe","code":"UNAUTHENTICATED"}`,
+		sendInit(t, c, `{"type":"subscribe","events":["a"]}`), "before init")
+	require.Equal(t, `{"type":"init","code":"OK"}`, sendInit(t, c, initMsg("Basic "+testToken, "a")))
+
+	cases := []struct{ msg, reply string }{
+		{`{"type":"subscribe"}`, `{"type":"subscribe","code":"INVALID_EVENTS_MISSING"}`},
+		{`{"type":"unsubscribe","events":[1]}`, `{"type":"unsubscribe","code":"INVALID_EVENTS_MISSING"}`},
+		{`{"type":"subscribe","events":["b","c","d"]}`, `{"type":"subscribe","code":"INVALID_EVENTS_TOO_MANY"}`},
+		{`{"type":"dance","events":["b"]}`, `{"type":"error","code":"INVALID_TYPE"}`},
+		{`{"type":7,"events":["b"]}`, `{"type":"init","code":"INVALID_SYNTAX"}`},
+		{`{"type":"subscribe","events":["b","b"]}`, `{"type":"subscribe","code":"OK"}`},
+	}
+	for _, tc := range cases {
+		require.Equal(t, tc.reply, sendInit(t, c, tc.msg), tc.msg)
+	}
+	s.publish("b", `1`)
+	require.Equal(t, eventJSON("b", `1`), readText(t, c), "subscribe takes effect for the next event")
+
+	require.Equal(t, `{"type":"unsubscribe","code":"OK"}`, sendInit(t, c, `{"type":"unsubscribe","events":["a","never"]}`))
+	s.publish("a", `2`)
+	s.publish("b", `3`)
+	require.Equal(t, eventJSON("b", `3`), readText(t, c), "unsubscribe takes effect for the next event")
+
+	// Subscribes are checked against the permissions of the last init.
+	d := s.dial()
+	require.Equal(t, `{"type":"init","code":"OK"}`, sendInit(t, d, initMsg("Basic "+scoped)))
+	require.Equal(t, `{"type":"subscribe","code":"FORBIDDEN"}`, sendInit(t, d, `{"type":"subscribe","events":["job.1","other"]}`))
+	require.Equal(t, `{"type":"subscribe","code":"OK"}`, sendInit(t, d, `{"type":"subscribe","events":["job.1"]}`))
+	s.publish("other", `4`)
+	s.publish("job.1", `5`)
+	require.Equal(t, eventJSON("job.1", `5`), readText(t, d))
+}

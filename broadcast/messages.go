@@ -1,0 +1,191 @@
+package broadcast
+
+import (
+	"errors"
+	"maps"
+	"slices"
+
+	"eventsrv/auth"
+)
+
+// InitCode is the code of a reply: {"type":"<type>","code":"<InitCode>"}.
+type InitCode string
+
+// The reply codes. The first five are the old service's.
+const (
+	InitOK                     InitCode = "OK"
+	InitInvalidSyntax          InitCode = "INVALID_SYNTAX"
+	InitInvalidEventsMissing   InitCode = "INVALID_EVENTS_MISSING"
+	InitAuthUnrecognizedScheme InitCode = "AUTH_UNRECOGNIZED_SCHEME"
+	InitUnauthenticated        InitCode = "UNAUTHENTICATED"
+	// InitTooManyEvents: the message would take the connection past
+	// MAX_SUBSCRIPTIONS event names; nothing is added.
+	InitTooManyEvents InitCode = "INVALID_EVENTS_TOO_MANY"
+	// InitForbidden: the token may not subscribe to one of the events;
+	// nothing is added.
+	InitForbidden InitCode = "FORBIDDEN"
+	// InitInvalidType: the message's type is not init, subscribe or
+	// unsubscribe (answered with type "error").
+	InitInvalidType InitCode = "INVALID_TYPE"
+)
+
+// Message types.
+const (
+	typeInit        = "init"
+	typeSubscribe   = "subscribe"
+	typeUnsubscribe = "unsubscribe"
+	typeError       = "error"
+)
+
+var allCodes = []InitCode{InitOK, InitInvalidSyntax, InitInvalidEventsMissing, InitAuthUnrecognizedScheme,
+	InitUnauthenticated, InitTooManyEvents, InitForbidden}
+
+// replyFrames builds every reply of one type once.
+func replyFrames(typ string, codes []InitCode) map[InitCode][]byte {
+	m := make(map[InitCode][]byte, len(codes))
+	for _, c := range codes {
+		m[c] = textFrame([]byte(`{"type":"` + typ + `","code":"` + string(c) + `"}`))
+	}
+	return m
+}
+
+var (
+	initReplies        = replyFrames(typeInit, allCodes)
+	subscribeReplies   = replyFrames(typeSubscribe, allCodes)
+	unsubscribeReplies = replyFrames(typeUnsubscribe, allCodes)
+	invalidTypeReply   = replyFrames(typeError, []InitCode{InitInvalidType})[InitInvalidType]
+)
+
+// handleMessage answers one message from the subscriber and reports
+// whether it was a successful init.
+func (c *client) handleMessage(msg []byte) bool {
+	in, err := ParseInit(msg)
+	switch in.Type {
+	case "", typeInit:
+		return c.handleInit(in, err)
+	case typeSubscribe:
+		c.handleSubscribe(in, err)
+	case typeUnsubscribe:
+		c.handleUnsubscribe(in, err)
+	default:
+		c.enqueue(invalidTypeReply)
+	}
+	return false
+}
+
+// handleInit answers an init message. A failed init changes nothing; a
+// successful one adds its events to the subscription, its OK arrives before
+// the first event, and its token's permissions apply to later subscribes.
+func (c *client) handleInit(in Init, parseErr error) bool {
+	code, perms, added := c.checkInit(in, parseErr)
+	if code != InitOK {
+		c.enqueue(initReplies[code])
+		c.hub.opts.Log.Debug("init refused", "remote", c.remote, "code", code)
+		return false
+	}
+	c.perms = perms
+	c.addSubscriptions(added, initReplies[InitOK])
+	return true
+}
+
+func (c *client) checkInit(in Init, parseErr error) (InitCode, auth.Permissions, []string) {
+	switch {
+	case errors.Is(parseErr, ErrInvalidSyntax):
+		return InitInvalidSyntax, auth.Permissions{}, nil
+	case parseErr != nil:
+		return InitInvalidEventsMissing, auth.Permissions{}, nil
+	}
+	perms, err := c.hub.auth.Authenticate(in.Authentication, c.remote, "websocket")
+	if err != nil {
+		if errors.Is(err, auth.ErrUnrecognizedScheme) {
+			return InitAuthUnrecognizedScheme, auth.Permissions{}, nil
+		}
+		return InitUnauthenticated, auth.Permissions{}, nil
+	}
+	code, added := c.newEvents(in.Events, perms)
+	return code, perms, added
+}
+
+// handleSubscribe adds events at run time, with the permissions of the
+// last successful init.
+func (c *client) handleSubscribe(in Init, parseErr error) {
+	code, added := InitOK, []string(nil)
+	switch {
+	case !c.initialized.Load():
+		code = InitUnauthenticated
+	case errors.Is(parseErr, ErrInvalidSyntax):
+		code = InitInvalidSyntax
+	case parseErr != nil:
+		code = InitInvalidEventsMissing
+	default:
+		code, added = c.newEvents(in.Events, c.perms)
+	}
+	if code != InitOK {
+		c.enqueue(subscribeReplies[code])
+		return
+	}
+	c.addSubscriptions(added, subscribeReplies[InitOK])
+}
+
+// handleUnsubscribe removes events at run time; names not subscribed are
+// ignored. No event published after the OK is delivered for them.
+func (c *client) handleUnsubscribe(in Init, parseErr error) {
+	switch {
+	case !c.initialized.Load():
+		c.enqueue(unsubscribeReplies[InitUnauthenticated])
+		return
+	case errors.Is(parseErr, ErrInvalidSyntax):
+		c.enqueue(unsubscribeReplies[InitInvalidSyntax])
+		return
+	case parseErr != nil:
+		c.enqueue(unsubscribeReplies[InitInvalidEventsMissing])
+		return
+	}
+	removed := make(map[string]struct{})
+	for _, e := range in.Events {
+		if _, ok := c.subs[e]; ok {
+			removed[e] = struct{}{}
+			delete(c.subs, e)
+		}
+	}
+	c.publishSubList()
+	c.hub.unsubscribe(c, removed)
+	// Queued after the removal: an event published after the OK is not
+	// for this subscriber any more (one queued before it still arrives).
+	c.enqueue(unsubscribeReplies[InitOK])
+}
+
+// newEvents checks events against perms and the subscription limit and
+// returns the names not yet subscribed.
+func (c *client) newEvents(events []string, perms auth.Permissions) (InitCode, []string) {
+	var added []string
+	for _, e := range events {
+		if !perms.Subscribe.Allows(e) {
+			return InitForbidden, nil
+		}
+		if _, ok := c.subs[e]; ok || slices.Contains(added, e) {
+			continue
+		}
+		if len(c.subs)+len(added) == c.hub.opts.MaxSubscriptions {
+			return InitTooManyEvents, nil
+		}
+		added = append(added, e)
+	}
+	return InitOK, added
+}
+
+// addSubscriptions subscribes to added and queues reply in the same step
+// (see Hub.subscribe).
+func (c *client) addSubscriptions(added []string, reply []byte) {
+	for _, e := range added {
+		c.subs[e] = struct{}{}
+	}
+	c.publishSubList()
+	c.hub.subscribe(c, added, reply)
+}
+
+// publishSubList stores a sorted copy of the subscription for Clients.
+func (c *client) publishSubList() {
+	list := slices.Sorted(maps.Keys(c.subs))
+	c.subList.Store(&list)
+}
