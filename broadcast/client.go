@@ -72,7 +72,8 @@ type client struct {
 	scheduled bool
 	closing   bool      // the close frame is queued or sent; nothing more is queued
 	reason    string    // why closing began
-	closedAt  time.Time // when closing began; the sweep aborts after closeGrace
+	closedAt  time.Time // when closing began
+	closeSent time.Time // when the close frame was written (see sweep)
 	aborted   bool      // abort has been called
 
 	batch      [][]byte      // the writer's current frames; writer only

@@ -14,7 +14,7 @@ const closeGrace = time.Second
 
 // sweepInterval is a quarter of the shortest timeout, between 5 ms and 1 s.
 func (h *Hub) sweepInterval() time.Duration {
-	d := min(time.Second, h.opts.InitTimeout/4, h.pongWait()/4, closeGrace/4)
+	d := min(time.Second, h.opts.InitTimeout/4, h.pongWait()/4, closeGrace/4, h.opts.WriteTimeout/4)
 	return max(d, 5*time.Millisecond)
 }
 
@@ -39,12 +39,19 @@ func (h *Hub) sweepLoop() {
 	}
 }
 
-// sweep closes c when it has been silent too long, and aborts it when its
-// peer has not finished closing within closeGrace.
+// sweep closes c when it has been silent too long, and aborts a closing
+// connection whose peer does not finish the closing handshake: closeGrace
+// after our close frame was written, or WRITE_TIMEOUT after closing began
+// if the peer has not even read that far (a stalled reader sees the close
+// reason if it reads within that time).
 func (c *client) sweep(now time.Time) {
 	c.mu.Lock()
-	closing, closedAt := c.closing, c.closedAt
-	abort := closing && !c.aborted && now.Sub(closedAt) > closeGrace
+	closing := c.closing
+	deadline := c.closedAt.Add(c.hub.opts.WriteTimeout)
+	if !c.closeSent.IsZero() {
+		deadline = c.closeSent.Add(closeGrace)
+	}
+	abort := closing && !c.aborted && now.After(deadline)
 	if abort {
 		c.aborted = true
 	}

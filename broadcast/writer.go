@@ -291,6 +291,9 @@ func (c *client) fail(err error) {
 // The reader then sees the peer's close, or the sweep aborts the
 // connection after closeGrace.
 func (c *client) finish() {
+	c.mu.Lock()
+	c.closeSent = time.Now()
+	c.mu.Unlock()
 	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}

@@ -61,6 +61,7 @@ type config struct {
 	token           string
 	insecure        bool
 	subs            int
+	stall           int
 	events          int
 	publishers      int
 	size            int
@@ -117,6 +118,7 @@ func newFlagSet(cfg *config, raw *rawFlags, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&raw.tokenFile, "token-file", defaultTokenFile, "`file` whose first non-blank line not starting with # is the token")
 	fs.BoolVar(&cfg.insecure, "insecure", false, "skip TLS certificate verification for https:// and wss://")
 	fs.IntVar(&cfg.subs, "subs", defaultSubs, "number of subscribers `N`")
+	fs.IntVar(&cfg.stall, "stall", 0, "also open `K` subscribers that never read after init, and report how the server ended them")
 	fs.IntVar(&cfg.events, "events", defaultEvents, "number of events `M` to publish")
 	fs.IntVar(&cfg.publishers, "publishers", defaultPublishers, "`C` concurrent publishers, each with its own keep-alive HTTP client")
 	fs.IntVar(&cfg.size, "size", defaultSize, "approximate size of each event's data in `bytes`")

@@ -170,11 +170,16 @@ func prepare(cfg config, stderr io.Writer) error {
 func runLoad(ctx context.Context, cfg config) *report {
 	slab := make([]int64, cfg.subs*cfg.events)
 	f := openFleet(ctx, cfg, slab)
+	stalled, stallErr := openStalled(ctx, cfg, cfg.stall)
 	before, beforeErr := sampleIfPID(cfg.pid)
 	pub := publishAll(ctx, cfg)
 	finished := f.awaitDeliveries(ctx, pub.succeeded, cfg.timeout)
 	after, afterErr := sampleIfPID(cfg.pid)
 	f.close(cfg.dialConcurrency)
+	var stalledRep *stalledReport
+	if cfg.stall > 0 && stallErr == nil {
+		stalledRep = stalledOutcome(stalled, 5*time.Second)
+	}
 
 	stats := summarize(f.tallies(), pub.acked, pub.succeeded, slab)
 	slices.Sort(stats.latencies)
@@ -184,8 +189,13 @@ func runLoad(ctx context.Context, cfg config) *report {
 	if cfg.pid > 0 {
 		rep.Server = newServerReport(cfg.pid, before, after, errors.Join(beforeErr, afterErr), stats.received)
 	}
+	rep.Stalled = stalledRep
 	rep.Interrupted = ctx.Err() != nil
 	rep.judge()
+	if stallErr != nil {
+		rep.Failures = append(rep.Failures, stallErr.Error())
+		rep.Pass = false
+	}
 	return rep
 }
 

@@ -26,14 +26,15 @@ type report struct {
 	DialErrors   []string `json:"dial_errors,omitempty"`
 	// Disconnected counts subscribers whose connection ended before the
 	// tool closed it.
-	Disconnected     int64         `json:"disconnected"`
-	DisconnectErrors []string      `json:"disconnect_errors,omitempty"`
-	Load             *loadReport   `json:"load,omitempty"`
-	Server           *serverReport `json:"server,omitempty"`
-	Idle             *idleReport   `json:"idle,omitempty"`
-	Interrupted      bool          `json:"interrupted,omitempty"`
-	Pass             bool          `json:"pass"`
-	Failures         []string      `json:"failures,omitempty"`
+	Disconnected     int64          `json:"disconnected"`
+	DisconnectErrors []string       `json:"disconnect_errors,omitempty"`
+	Load             *loadReport    `json:"load,omitempty"`
+	Server           *serverReport  `json:"server,omitempty"`
+	Idle             *idleReport    `json:"idle,omitempty"`
+	Stalled          *stalledReport `json:"stalled,omitempty"`
+	Interrupted      bool           `json:"interrupted,omitempty"`
+	Pass             bool           `json:"pass"`
+	Failures         []string       `json:"failures,omitempty"`
 }
 
 // loadReport is the publish and delivery part of a load run.
@@ -164,6 +165,9 @@ func (r *report) writeText(b *strings.Builder) {
 	}
 	if r.Server != nil {
 		r.Server.writeText(line)
+	}
+	if r.Stalled != nil {
+		r.Stalled.writeText(line)
 	}
 	if r.Pass {
 		line("result", "PASS")

@@ -34,7 +34,9 @@ func (s *server) scrape() map[string]float64 {
 }
 
 func TestMetricsFollowTheTraffic(t *testing.T) {
-	s := startServer(t, map[string]string{"MAX_BODY_BYTES": "2048", "QUEUE_MAX_BYTES": "65536"})
+	// WRITE_TIMEOUT bounds how long the cut-off subscriber, which never
+	// reads, keeps its connection.
+	s := startServer(t, map[string]string{"MAX_BODY_BYTES": "2048", "QUEUE_MAX_BYTES": "65536", "WRITE_TIMEOUT": "500ms"})
 	before := s.scrape()
 	assert.Contains(t, before, "go_goroutines", "Go runtime metrics are served")
 	assert.Zero(t, before[`eventsrv_subscribers{transport="websocket"}`])
