@@ -16,6 +16,7 @@ type TokenChecker interface {
 // throttled, so that a flood of bad attempts cannot flood the log.
 type Authenticator struct {
 	tokens  TokenChecker
+	jwt     *JWTVerifier // nil: Bearer is an unrecognized scheme
 	log     *slog.Logger
 	limit   rejectLimiter
 	metrics FailureCounter
@@ -24,6 +25,12 @@ type Authenticator struct {
 // FailureCounter counts refusals, for metrics.
 type FailureCounter interface {
 	AuthFailed(reason, via string)
+}
+
+// WithJWT makes a accept Bearer tokens that v verifies; call it before use.
+func (a *Authenticator) WithJWT(v *JWTVerifier) *Authenticator {
+	a.jwt = v
+	return a
 }
 
 // WithMetrics makes a count every refusal in m; call it before use.
@@ -43,9 +50,15 @@ func NewAuthenticator(tokens TokenChecker, log *slog.Logger) *Authenticator {
 // ErrUnauthenticated. remote (the peer's address) and via (the transport)
 // only label the log line; the credential itself is never logged.
 func (a *Authenticator) Authenticate(credentials, remote, via string) (Permissions, error) {
-	_, token, err := ParseCredentials(credentials)
+	scheme, token, err := ParseCredentials(credentials)
 	var perms Permissions
-	if err == nil {
+	switch {
+	case err != nil:
+	case scheme == SchemeBearer && a.jwt == nil:
+		err = ErrUnrecognizedScheme
+	case scheme == SchemeBearer:
+		perms, err = a.jwt.Verify(token)
+	default:
 		var ok bool
 		if perms, ok = a.tokens.Lookup(token); !ok {
 			err = ErrUnauthenticated

@@ -22,15 +22,17 @@ var (
 // tokens file (not RFC 7617 user:password, which the wire contract predates).
 const SchemeBasic = "Basic"
 
-// ParseCredentials splits "<scheme> <token>" at the first space. The scheme
-// is compared exactly, as the old service did. An empty credential is
+// ParseCredentials splits "<scheme> <token>" at the first space; the
+// schemes are Basic and Bearer (whether Bearer is accepted is the
+// Authenticator's decision). The scheme is compared exactly, as the old
+// service did. An empty credential is
 // unauthenticated rather than an unknown scheme: nothing was offered.
 func ParseCredentials(credentials string) (scheme, token string, err error) {
 	if credentials == "" {
 		return "", "", ErrUnauthenticated
 	}
 	scheme, token, found := strings.Cut(credentials, " ")
-	if scheme != SchemeBasic {
+	if scheme != SchemeBasic && scheme != SchemeBearer {
 		if !found {
 			// No space: this may be a bare token. Return nothing of it, so
 			// that no caller can log it as a "scheme".

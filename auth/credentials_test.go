@@ -25,7 +25,8 @@ func TestParseCredentials(t *testing.T) {
 		{name: "surrounding spaces trimmed", in: "Basic  tok  ", wantScheme: "Basic", wantToken: "tok"},
 		{name: "surrounding tabs trimmed", in: "Basic \ttok\t", wantScheme: "Basic", wantToken: "tok"},
 		{name: "scheme is case-sensitive", in: "basic tok", wantScheme: "basic", wantErr: ErrUnrecognizedScheme},
-		{name: "bearer", in: "Bearer x", wantScheme: "Bearer", wantErr: ErrUnrecognizedScheme},
+		{name: "bearer", in: "Bearer x", wantScheme: "Bearer", wantToken: "x"},
+		{name: "other scheme", in: "Digest x", wantScheme: "Digest", wantErr: ErrUnrecognizedScheme},
 		{name: "no scheme", in: "tokenwithoutscheme", wantScheme: "", wantErr: ErrUnrecognizedScheme},
 		// Only a space separates: a tab leaves one unknown "scheme".
 		{name: "tab separator", in: "Basic\ttok", wantScheme: "", wantErr: ErrUnrecognizedScheme},
@@ -63,7 +64,7 @@ func FuzzParseCredentials(f *testing.F) {
 			}
 			return
 		}
-		if scheme != SchemeBasic {
+		if scheme != SchemeBasic && scheme != SchemeBearer {
 			t.Fatalf("ParseCredentials(%q): accepted scheme %q", in, scheme)
 		}
 		if token == "" {
@@ -72,7 +73,7 @@ func FuzzParseCredentials(f *testing.F) {
 		if strings.TrimSpace(token) != token {
 			t.Fatalf("ParseCredentials(%q): token %q has surrounding white space", in, token)
 		}
-		if !strings.HasPrefix(in, SchemeBasic+" ") || !strings.Contains(in, token) {
+		if !strings.HasPrefix(in, scheme+" ") || !strings.Contains(in, token) {
 			t.Fatalf("ParseCredentials(%q): token %q does not come from the input", in, token)
 		}
 	})

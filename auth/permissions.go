@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Patterns are event-name patterns: an exact name, a prefix ending in "*"
@@ -50,9 +51,10 @@ func (p Patterns) Allows(event string) bool {
 
 // Permissions are what a token may do.
 type Permissions struct {
-	Publish   Patterns // events it may POST
-	Subscribe Patterns // events it may subscribe to
-	Admin     bool     // it may read the admin endpoints
+	Publish   Patterns  // events it may POST
+	Subscribe Patterns  // events it may subscribe to
+	Admin     bool      // it may read the admin endpoints
+	Expires   time.Time // when the credential expires; zero: never
 }
 
 // FullAccess is what a token without permission fields may do: publish and

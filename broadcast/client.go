@@ -21,10 +21,12 @@ const (
 	closePolicy        = websocket.ClosePolicyViolation  // 1008: slow consumer, timeouts
 	closeProtocolError = websocket.CloseProtocolError    // 1002: malformed frames
 	closeNoStatus      = websocket.CloseNoStatusReceived // 1005: never sent on the wire
+	closeTokenExpired  = 4001                            // the credential of the last init expired
 
 	reasonSlow        = "slow consumer"
 	reasonPingTimeout = "ping timeout"
 	reasonInitTimeout = "init timeout"
+	reasonExpired     = "token expired"
 )
 
 // client is one WebSocket subscriber. Its reader (reader.go) owns the
@@ -51,6 +53,7 @@ type client struct {
 	subList     atomic.Pointer[[]string] // sorted copy of subs, for Clients
 	sent        atomic.Uint64            // frames written
 	initialized atomic.Bool              // an init has succeeded
+	expires     atomic.Int64             // UnixNano when the last init's credential expires; 0: never
 	lastRead    atomic.Int64             // UnixNano of the last frame read after init
 	fd          int                      // the socket, for the poller; -1 when not polled
 	reading     atomic.Bool              // a reader is running (see readReady)

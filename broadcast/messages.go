@@ -84,6 +84,11 @@ func (c *client) handleInit(in Init, parseErr error) bool {
 		return false
 	}
 	c.perms = perms
+	var expires int64 // zero: the credential does not expire
+	if !perms.Expires.IsZero() {
+		expires = perms.Expires.UnixNano()
+	}
+	c.expires.Store(expires)
 	c.addSubscriptions(added, initReplies[InitOK])
 	return true
 }

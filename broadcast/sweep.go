@@ -60,6 +60,8 @@ func (c *client) sweep(now time.Time) {
 	case abort:
 		c.abort()
 	case closing:
+	case c.expires.Load() != 0 && now.UnixNano() > c.expires.Load():
+		c.close(closeTokenExpired, reasonExpired)
 	case !c.initialized.Load():
 		if now.Sub(c.connectedAt) > c.hub.opts.InitTimeout {
 			c.close(closePolicy, reasonInitTimeout)

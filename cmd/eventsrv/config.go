@@ -27,6 +27,8 @@ type config struct {
 	ListenSocketMode string `env:"LISTEN_SOCKET_MODE" envDefault:"0660"`
 
 	TokensFile           string        `env:"TOKENS_FILE" envDefault:"tokens/tokens"`
+	JWTSecret            string        `env:"JWT_SECRET" secret:"true"`
+	JWTPublicKeyFile     string        `env:"JWT_PUBLIC_KEY_FILE"`
 	TokensReloadInterval time.Duration `env:"TOKENS_RELOAD_INTERVAL" envDefault:"2s"`
 
 	HTTPSEnable bool   `env:"HTTPS_ENABLE" envDefault:"false"`
@@ -104,6 +106,8 @@ func (c config) validate() error {
 	check(c.BindAddress == "" || net.ParseIP(strings.Trim(c.BindAddress, "[]")) != nil || !strings.ContainsAny(c.BindAddress, ":/ "),
 		"BIND_ADDRESS", "%q is not an IP address or host name", c.BindAddress)
 	check(c.TokensFile != "", "TOKENS_FILE", "must not be empty")
+	check(c.JWTSecret == "" || c.JWTPublicKeyFile == "", "JWT_SECRET", "set JWT_SECRET or JWT_PUBLIC_KEY_FILE, not both")
+	check(c.JWTSecret == "" || len(c.JWTSecret) >= 32, "JWT_SECRET", "must be at least 32 bytes")
 	check(c.TokensReloadInterval > 0, "TOKENS_RELOAD_INTERVAL", "must be positive")
 	check(c.MaxBodyBytes > 0, "MAX_BODY_BYTES", "must be positive")
 	check(c.MaxMessageBytes >= 256, "MAX_MESSAGE_BYTES", "must be at least 256")
@@ -143,14 +147,19 @@ func (c config) addr(port int) string {
 	return net.JoinHostPort(strings.Trim(c.BindAddress, "[]"), strconv.Itoa(port))
 }
 
-// logValue lists the effective settings for the start-up log line. None is
-// secret: the tokens file is named, not read.
+// logValue lists the effective settings for the start-up log line. Fields
+// tagged secret show only whether they are set; the tokens file is named,
+// not read.
 func (c config) logValue() []any {
 	v := reflect.ValueOf(c)
 	t := v.Type()
 	out := make([]any, 0, 2*t.NumField())
 	for i := range t.NumField() {
-		out = append(out, t.Field(i).Tag.Get("env"), fmt.Sprint(v.Field(i).Interface()))
+		value := fmt.Sprint(v.Field(i).Interface())
+		if t.Field(i).Tag.Get("secret") == "true" && value != "" {
+			value = "(set)"
+		}
+		out = append(out, t.Field(i).Tag.Get("env"), value)
 	}
 	return out
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/pem"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -37,6 +38,7 @@ variables; see README.md.
 
 Commands:
   token        print a new random token to add to the tokens file
+  jwt          print a JWT signed with JWT_SECRET: jwt -sub S -subscribe 'a,b*' -publish 'c' -ttl 15m
   healthcheck  GET /healthz on the local listen server; exit 0 when healthy
   help         print this text
 `
@@ -55,6 +57,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	case "healthcheck":
 		return healthcheck(ctx, getenv)
+	case "jwt":
+		return mintJWT(args[2:], getenv, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		_, err := io.WriteString(stdout, usage)
 		return err
@@ -92,6 +96,11 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	m := metrics.New()
 	store.WithMetrics(m)
 	authn := auth.NewAuthenticator(store, log).WithMetrics(m)
+	if v, err := jwtVerifier(cfg); err != nil {
+		return err
+	} else if v != nil {
+		authn.WithJWT(v)
+	}
 	hub := broadcast.NewHub(authn, broadcast.Options{
 		QueueMaxBytes:    cfg.QueueMaxBytes,
 		WriteTimeout:     cfg.WriteTimeout,
@@ -206,6 +215,64 @@ wait:
 	stopWatch()
 	shutdown(cfg, log, probes, servers, hub)
 	return serveErr
+}
+
+// jwtVerifier returns the Bearer token verifier the settings ask for, or
+// nil when Bearer tokens are not enabled.
+func jwtVerifier(cfg config) (*auth.JWTVerifier, error) {
+	switch {
+	case cfg.JWTSecret != "":
+		return auth.NewHMACVerifier([]byte(cfg.JWTSecret))
+	case cfg.JWTPublicKeyFile != "":
+		pemData, err := os.ReadFile(cfg.JWTPublicKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("JWT_PUBLIC_KEY_FILE: %w", err)
+		}
+		v, err := auth.NewPublicKeyVerifier(pemData)
+		if err != nil {
+			return nil, fmt.Errorf("JWT_PUBLIC_KEY_FILE %s: %w", cfg.JWTPublicKeyFile, err)
+		}
+		return v, nil
+	}
+	return nil, nil
+}
+
+// mintJWT is `eventsrv jwt`: it prints an HS256 token signed with
+// JWT_SECRET, for tests and for trying the service out.
+func mintJWT(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("eventsrv jwt", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sub := fs.String("sub", "", "subject (who the token is for)")
+	subscribe := fs.String("subscribe", "", "comma-separated event patterns the bearer may subscribe to (a, b*, *)")
+	publish := fs.String("publish", "", "comma-separated event patterns the bearer may publish")
+	ttl := fs.Duration("ttl", 15*time.Minute, "how long the token is valid")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	if cfg.JWTSecret == "" {
+		return errors.New("eventsrv jwt signs with JWT_SECRET, which is not set")
+	}
+	if *ttl <= 0 {
+		return errors.New("-ttl must be positive")
+	}
+	lists := [2][]string{}
+	for i, list := range []string{*subscribe, *publish} {
+		p, err := auth.ParsePatterns(list)
+		if err != nil {
+			return err
+		}
+		lists[i] = p
+	}
+	token, err := auth.MintHMAC([]byte(cfg.JWTSecret), *sub, lists[0], lists[1], *ttl)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(stdout, token)
+	return err
 }
 
 // version is the module version and VCS revision the binary was built

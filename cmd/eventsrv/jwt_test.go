@@ -1,0 +1,82 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const jwtSecret = "test-jwt-secret-0123456789abcdefghij"
+
+// mint runs `eventsrv jwt` with args and returns the token.
+func mint(t *testing.T, args ...string) string {
+	t.Helper()
+	var out bytes.Buffer
+	err := run(context.Background(), append([]string{"eventsrv", "jwt"}, args...),
+		mapEnv(map[string]string{"JWT_SECRET": jwtSecret}), &out, io.Discard)
+	require.NoError(t, err)
+	return strings.TrimSpace(out.String())
+}
+
+func TestBearerTokens(t *testing.T) {
+	s := startServer(t, map[string]string{"JWT_SECRET": jwtSecret})
+	assert.Contains(t, s.logs.String(), "JWT_SECRET=(set)")
+	assert.NotContains(t, s.logs.String(), jwtSecret)
+
+	reader := mint(t, "-sub", "browser-1", "-subscribe", "job.*", "-ttl", "1m")
+	writer := mint(t, "-sub", "backend", "-publish", "job.1", "-ttl", "1m")
+	c := s.dial()
+	require.Equal(t, `{"type":"init","code":"FORBIDDEN"}`, sendInit(t, c, initMsg("Bearer "+reader, "other")))
+	require.Equal(t, `{"type":"init","code":"OK"}`, sendInit(t, c, initMsg("Bearer "+reader, "job.1")))
+	status, body := s.post("Bearer "+writer, `{"event":"job.1","data":"done"}`)
+	require.Equal(t, 200, status, body)
+	require.Equal(t, eventJSON("job.1", `"done"`), readText(t, c))
+
+	status, body = s.post("Bearer "+reader, `{"event":"job.1"}`)
+	assert.Equal(t, 403, status)
+	assert.Equal(t, `{"code":"FORBIDDEN"}`, body)
+	status, body = s.post("Bearer "+writer+"x", `{"event":"job.1"}`)
+	assert.Equal(t, 403, status)
+	assert.Equal(t, `{"code":"UNAUTHENTICATED"}`, body)
+	// A Bearer token is no admin.
+	status, _ = s.do("GET", "/admin/status", "Bearer "+writer, "")
+	assert.Equal(t, 403, status)
+	assert.NotContains(t, s.logs.String(), reader)
+	assert.NotContains(t, s.logs.String(), writer)
+}
+
+func TestBearerWithoutJWTIsAnUnknownScheme(t *testing.T) {
+	s := startServer(t, nil)
+	status, body := s.post("Bearer whatever", `{"event":"a"}`)
+	assert.Equal(t, 403, status)
+	assert.Equal(t, `{"code":"AUTH_UNRECOGNIZED_SCHEME"}`, body)
+}
+
+func TestExpiredTokenClosesTheConnection(t *testing.T) {
+	s := startServer(t, map[string]string{"JWT_SECRET": jwtSecret})
+	short := mint(t, "-subscribe", "*", "-ttl", "1s")
+	c := s.dial()
+	require.Equal(t, `{"type":"init","code":"OK"}`, sendInit(t, c, initMsg("Bearer "+short, "a")))
+	ce := readClose(t, c)
+	assert.Equal(t, 4001, ce.Code)
+	assert.Equal(t, "token expired", ce.Text)
+	s.waitLog(`reason="token expired"`)
+}
+
+func TestJWTCommandAndSettings(t *testing.T) {
+	err := run(context.Background(), []string{"eventsrv", "jwt", "-sub", "x"}, mapEnv(nil), io.Discard, io.Discard)
+	assert.ErrorContains(t, err, "JWT_SECRET")
+	err = run(context.Background(), []string{"eventsrv", "jwt", "-subscribe", "a*b"},
+		mapEnv(map[string]string{"JWT_SECRET": jwtSecret}), io.Discard, io.Discard)
+	assert.ErrorContains(t, err, "bad event pattern")
+	err = run(context.Background(), []string{"eventsrv"}, mapEnv(map[string]string{"JWT_SECRET": "short"}), io.Discard, io.Discard)
+	assert.ErrorContains(t, err, "JWT_SECRET")
+	err = run(context.Background(), []string{"eventsrv"}, mapEnv(map[string]string{
+		"JWT_SECRET": jwtSecret, "JWT_PUBLIC_KEY_FILE": "key.pem"}), io.Discard, io.Discard)
+	assert.ErrorContains(t, err, "not both")
+}
