@@ -23,9 +23,10 @@ const maxUserAgent = 256
 var upgrader = websocket.Upgrader{
 	ReadBufferSize:  0,            // gorilla reads through the reader lockingWriter.Hijack provides
 	WriteBufferPool: &sync.Pool{}, // gorilla allocates no write buffer per connection
-	// Any origin may connect: subscribers authenticate with a token in the
-	// init message, not with cookies, so a cross-site page gains nothing a
-	// token would not already give it (no cross-site WebSocket hijacking).
+	// Origins are checked in ServeHTTP against CORS_ALLOWED_ORIGINS, when
+	// set. Otherwise any origin may connect: subscribers authenticate with
+	// a token in the init message, not with cookies, so a cross-site page
+	// gains nothing a token would not already give it.
 	CheckOrigin: func(*http.Request) bool { return true },
 	Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
 		writeCode(w, status, "BAD_HANDSHAKE")
@@ -41,6 +42,11 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if h.closing.Load() {
 		writeCode(w, http.StatusServiceUnavailable, "SHUTTING_DOWN")
+		return
+	}
+	if h.opts.CheckOrigin != nil && !h.opts.CheckOrigin(r.Header.Get("Origin")) {
+		h.opts.Log.Info("websocket refused", "remote", r.RemoteAddr, "code", "FORBIDDEN_ORIGIN")
+		writeCode(w, http.StatusForbidden, "FORBIDDEN_ORIGIN")
 		return
 	}
 	lw := &lockingWriter{ResponseWriter: w}

@@ -42,6 +42,9 @@ type Options struct {
 	// Metrics, when set, counts connections, deliveries, closes and
 	// write waits.
 	Metrics Metrics
+	// CheckOrigin, when set, refuses WebSocket upgrades from browser
+	// origins it does not allow.
+	CheckOrigin func(origin string) bool
 }
 
 // Metrics is what the hub reports, for metrics.

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v10"
+
+	"eventsrv/internal/cors"
 )
 
 // config is every setting. Each is an environment variable; the README's
@@ -21,7 +23,8 @@ type config struct {
 	ListenPort    int    `env:"LISTEN_PORT" envDefault:"8080"`
 	BroadcastPort int    `env:"BROADCAST_PORT" envDefault:"8081"`
 
-	MetricsAddress string `env:"METRICS_ADDRESS" envDefault:"127.0.0.1:8082"`
+	MetricsAddress     string `env:"METRICS_ADDRESS" envDefault:"127.0.0.1:8082"`
+	CORSAllowedOrigins string `env:"CORS_ALLOWED_ORIGINS"`
 
 	ListenSocket     string `env:"LISTEN_SOCKET"`
 	ListenSocketMode string `env:"LISTEN_SOCKET_MODE" envDefault:"0660"`
@@ -129,9 +132,11 @@ func (c config) validate() error {
 		_, port, err := net.SplitHostPort(c.MetricsAddress)
 		check(err == nil && port != "", "METRICS_ADDRESS", "%q is not host:port (or off)", c.MetricsAddress)
 	}
+	_, err := cors.Parse(c.CORSAllowedOrigins)
+	check(err == nil, "CORS_ALLOWED_ORIGINS", "%v", err)
 	check(c.ShutdownDelay >= 0, "SHUTDOWN_DELAY", "must not be negative")
-	mode, err := strconv.ParseUint(c.ListenSocketMode, 8, 32)
-	check(err == nil && mode <= 0o777, "LISTEN_SOCKET_MODE", "%q is not an octal file mode like 0660", c.ListenSocketMode)
+	mode, err2 := strconv.ParseUint(c.ListenSocketMode, 8, 32)
+	check(err2 == nil && mode <= 0o777, "LISTEN_SOCKET_MODE", "%q is not an octal file mode like 0660", c.ListenSocketMode)
 	check(c.LogFormat == "text" || c.LogFormat == "json", "LOG_FORMAT", "%q is neither text nor json", c.LogFormat)
 	return errors.Join(errs...)
 }

@@ -25,6 +25,7 @@ import (
 	"eventsrv/admin"
 	"eventsrv/auth"
 	"eventsrv/broadcast"
+	"eventsrv/internal/cors"
 	"eventsrv/internal/jsonhttp"
 	"eventsrv/listen"
 	"eventsrv/metrics"
@@ -101,6 +102,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	} else if v != nil {
 		authn.WithJWT(v)
 	}
+	origins, _ := cors.Parse(cfg.CORSAllowedOrigins) // validated with the configuration
 	hub := broadcast.NewHub(authn, broadcast.Options{
 		QueueMaxBytes:    cfg.QueueMaxBytes,
 		WriteTimeout:     cfg.WriteTimeout,
@@ -110,6 +112,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		MaxSubscriptions: cfg.MaxSubscriptions,
 		Log:              log,
 		Metrics:          m,
+		CheckOrigin:      origins.Allowed,
 	})
 	m.WatchHub(hub)
 	listenOpts := listen.Options{MaxBodyBytes: cfg.MaxBodyBytes, Log: log, Metrics: m}
@@ -117,12 +120,15 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 
 	adminHandler := admin.NewHandler(authn, hub, admin.Info{Version: version(), Started: time.Now()})
 	listenHandler := listen.NewHandler(authn, hub, listenOpts)
+	// Browsers may POST from CORS_ALLOWED_ORIGINS; the admin endpoints are
+	// for operators' tools, not pages, so they get no CORS headers.
+	publishHandler := origins.Wrap(listenHandler, "POST")
 	listenSrv := newServer(cfg, probes.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/admin/") {
 			adminHandler.ServeHTTP(w, r)
 			return
 		}
-		listenHandler.ServeHTTP(w, r)
+		publishHandler.ServeHTTP(w, r)
 	})), log)
 	// The broadcast server has no ReadTimeout: upgraded connections set
 	// their own deadlines, and a timeout here would cut the upgrade.
