@@ -48,6 +48,7 @@ type client struct {
 	perms auth.Permissions
 
 	id          uint64
+	sse         bool // a Server-Sent Events stream, not a WebSocket
 	userAgent   string
 	connectedAt time.Time
 	subList     atomic.Pointer[[]string] // sorted copy of subs, for Clients
@@ -155,7 +156,11 @@ func (c *client) startCloseLocked(code int, reason string) bool {
 	c.queue = c.queue[:0]
 	c.queued = 0
 	if code != closeNoStatus {
-		c.queue = append(c.queue, closeFrame(code, reason))
+		if c.sse {
+			c.queue = append(c.queue, sseComment("close "+reason))
+		} else {
+			c.queue = append(c.queue, closeFrame(code, reason))
+		}
 		c.queuedSince = c.closedAt
 	}
 	schedule := !c.scheduled

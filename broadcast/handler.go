@@ -17,6 +17,13 @@ import (
 // maxUserAgent bounds the user agent kept for the admin client list.
 const maxUserAgent = 256
 
+func trimUserAgent(ua string) string {
+	if len(ua) > maxUserAgent {
+		ua = strings.ToValidUTF8(ua[:maxUserAgent], "")
+	}
+	return ua
+}
+
 // upgrader is shared by every connection. Buffers are small because
 // messages from subscribers are rare and small, and the server's own writes
 // bypass gorilla's write buffer (see client.writeFrames).
@@ -33,8 +40,13 @@ var upgrader = websocket.Upgrader{
 	},
 }
 
-// ServeHTTP upgrades a request at any path to a WebSocket subscriber.
+// ServeHTTP upgrades a request at any path to a WebSocket subscriber, and
+// serves Server-Sent Events at /events (see sse.go).
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == ssePath && !websocket.IsWebSocketUpgrade(r) {
+		h.serveSSE(w, r)
+		return
+	}
 	if !websocket.IsWebSocketUpgrade(r) {
 		w.Header().Set("Upgrade", "websocket")
 		writeCode(w, http.StatusUpgradeRequired, "UPGRADE_REQUIRED")
@@ -57,10 +69,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c := newClient(h, conn, lw.conn, lw.br, r.RemoteAddr)
 	c.id = h.nextID.Add(1)
-	c.userAgent = r.UserAgent()
-	if len(c.userAgent) > maxUserAgent {
-		c.userAgent = strings.ToValidUTF8(c.userAgent[:maxUserAgent], "")
-	}
+	c.userAgent = trimUserAgent(r.UserAgent())
 	if lw.conn.rc != nil {
 		c.raw = lw.conn
 	}

@@ -161,6 +161,7 @@ func (h *Hub) Publish(event string, data json.RawMessage) error {
 		return nil
 	}
 	f := eventFrame(event, data)
+	var sse []byte // built at the first SSE subscriber, once
 	if t.list == nil {
 		t.list = make([]*client, 0, len(t.members))
 		for c := range t.members {
@@ -168,7 +169,14 @@ func (h *Hub) Publish(event string, data json.RawMessage) error {
 		}
 	}
 	for _, c := range t.list {
-		if c.add(f) {
+		frame := f
+		if c.sse {
+			if sse == nil {
+				sse = sseEventFrame(event, data)
+			}
+			frame = sse
+		}
+		if c.add(frame) {
 			if c.raw == nil {
 				h.schedule(c)
 			} else {
@@ -193,7 +201,7 @@ func (h *Hub) Publish(event string, data json.RawMessage) error {
 func (h *Hub) subscribe(c *client, events []string, reply []byte) {
 	h.pubMu.Lock()
 	defer h.pubMu.Unlock()
-	defer c.enqueue(reply)
+	defer c.enqueue(reply) // while the lock is held: see above
 	for _, e := range events {
 		t := h.topics[e]
 		if t == nil {
@@ -263,7 +271,11 @@ func (h *Hub) pingLoop() {
 			return
 		case <-t.C:
 			for _, c := range h.snapshot() {
-				c.enqueue(pingFrame)
+				if c.sse {
+					c.enqueue(ssePing)
+				} else {
+					c.enqueue(pingFrame)
+				}
 			}
 		}
 	}
@@ -350,7 +362,7 @@ func (h *Hub) Clients() []ClientInfo {
 	out := make([]ClientInfo, 0, len(cs))
 	for _, c := range cs {
 		info := ClientInfo{
-			ID: c.id, Remote: c.remote, UserAgent: c.userAgent, Transport: "websocket",
+			ID: c.id, Remote: c.remote, UserAgent: c.userAgent, Transport: c.transport(),
 			Subscriptions: []string{}, MessagesSent: c.sent.Load(), ConnectedSince: c.connectedAt.UTC(),
 		}
 		if list := c.subList.Load(); list != nil {
@@ -367,7 +379,11 @@ func (h *Hub) Clients() []ClientInfo {
 
 // SubscribersByTransport reports the open connections by transport.
 func (h *Hub) SubscribersByTransport() map[string]int {
-	return map[string]int{"websocket": h.Subscribers()}
+	n := map[string]int{"websocket": 0, "sse": 0}
+	for _, c := range h.snapshot() {
+		n[c.transport()]++
+	}
+	return n
 }
 
 // QueuedBytes sums the bytes waiting in every subscriber's queue.

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"syscall"
@@ -99,6 +100,17 @@ func (c *client) socketReadable() bool {
 // readFrame reads one frame (a whole message, for data frames). ok is false
 // when the connection is done, with the close code and reason to send.
 func (c *client) readFrame() (code int, reason string, ok bool) {
+	if c.sse {
+		// An SSE client sends nothing after its request; read only to see
+		// the stream end.
+		if _, err := c.br.Discard(max(c.br.Buffered(), 1)); err != nil {
+			if errors.Is(err, io.EOF) {
+				return closeNoStatus, "closed by peer", false
+			}
+			return closeCodeFor(err)
+		}
+		return 0, "", true
+	}
 	hdr, err := c.br.Peek(2)
 	if err != nil {
 		return closeCodeFor(err)
@@ -179,6 +191,14 @@ func validClosePayload(p []byte) error {
 		return fmt.Errorf("%w: close reason is not UTF-8", errProtocol)
 	}
 	return nil
+}
+
+// transport names the client's kind, for metrics and the admin list.
+func (c *client) transport() string {
+	if c.sse {
+		return "sse"
+	}
+	return "websocket"
 }
 
 // keepAlive records that the peer is alive (after init; before it the init

@@ -66,6 +66,8 @@ func (c *client) sweep(now time.Time) {
 		if now.Sub(c.connectedAt) > c.hub.opts.InitTimeout {
 			c.close(closePolicy, reasonInitTimeout)
 		}
+	case c.sse:
+		// No pongs in SSE: a dead peer shows as a failed write.
 	case now.UnixNano()-c.lastRead.Load() > int64(c.hub.pongWait()):
 		c.close(closePolicy, reasonPingTimeout)
 	}

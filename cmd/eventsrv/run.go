@@ -132,7 +132,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	})), log)
 	// The broadcast server has no ReadTimeout: upgraded connections set
 	// their own deadlines, and a timeout here would cut the upgrade.
-	broadcastSrv := newServer(cfg, probes.wrap(hub), log)
+	broadcastSrv := newServer(cfg, probes.wrap(origins.Wrap(hub, "GET")), log)
 	broadcastSrv.ReadTimeout = 0
 
 	var servers []*endpoint

@@ -1,0 +1,174 @@
+package broadcast
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"net/http"
+	"strings"
+	"syscall"
+
+	"eventsrv/auth"
+)
+
+// Server-Sent Events: GET /events?event=a&event=b on the broadcast server,
+// for browsers (EventSource). An SSE subscriber is a client like a
+// WebSocket one, on the same queues, flushers, poller and sweep; only the
+// bytes differ: each event is encoded for SSE once per publish, when its
+// topic has SSE subscribers, and pings are comment lines. The stream has no
+// replies and no pongs: a peer that goes away is found by end of stream or
+// a failed write.
+
+// ssePath is where the broadcast server serves SSE.
+const ssePath = "/events"
+
+// ssePing keeps proxies and browsers from closing an idle stream.
+var ssePing = []byte(": ping\n\n")
+
+// sseEventFrame encodes one delivery: "event: <name>" and the data as
+// "data:" lines (a line break inside the JSON, which can only be white
+// space, becomes a line of its own; EventSource joins them with "\n").
+func sseEventFrame(name string, data []byte) []byte {
+	b := make([]byte, 0, len("event: \n\n")+len(name)+len(data)+8)
+	b = append(b, "event: "...)
+	b = append(b, name...)
+	b = append(b, '\n')
+	for len(data) > 0 {
+		var line []byte
+		i := bytes.IndexAny(data, "\r\n")
+		switch {
+		case i < 0:
+			line, data = data, nil
+		case data[i] == '\r' && i+1 < len(data) && data[i+1] == '\n':
+			line, data = data[:i], data[i+2:]
+		default:
+			line, data = data[:i], data[i+1:]
+		}
+		b = append(b, "data: "...)
+		b = append(b, line...)
+		b = append(b, '\n')
+	}
+	return append(b, '\n')
+}
+
+// sseComment is a comment line, which EventSource ignores: the reason a
+// stream is closed travels this way.
+func sseComment(text string) []byte {
+	return []byte(": " + strings.NewReplacer("\r", " ", "\n", " ").Replace(text) + "\n\n")
+}
+
+// validSSEName reports whether an event name can be an SSE event field.
+func validSSEName(name string) bool {
+	return name != "" && !strings.ContainsAny(name, "\r\n")
+}
+
+// serveSSE answers GET /events: it authenticates (Authorization header, or
+// a JWT in the token query parameter, since EventSource cannot send
+// headers), checks the events, then turns the connection into a stream.
+func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		writeCode(w, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED")
+		return
+	}
+	if h.closing.Load() {
+		writeCode(w, http.StatusServiceUnavailable, "SHUTTING_DOWN")
+		return
+	}
+	if h.opts.CheckOrigin != nil && !h.opts.CheckOrigin(r.Header.Get("Origin")) {
+		writeCode(w, http.StatusForbidden, "FORBIDDEN_ORIGIN")
+		return
+	}
+	q := r.URL.Query()
+	events := q["event"]
+	if len(events) == 0 || !allValid(events) {
+		writeCode(w, http.StatusBadRequest, string(InitInvalidEventsMissing))
+		return
+	}
+	creds := r.Header.Get("Authorization")
+	if creds == "" && q.Get("token") != "" {
+		// For JWTs only: a long-lived Basic token in a URL would end up
+		// in proxies' and browsers' logs. A Basic token sent this way is
+		// verified as a JWT, and fails.
+		creds = "Bearer " + q.Get("token")
+	}
+	perms, err := h.auth.Authenticate(creds, r.RemoteAddr, "sse")
+	if err != nil {
+		code := InitUnauthenticated
+		if errors.Is(err, auth.ErrUnrecognizedScheme) {
+			code = InitAuthUnrecognizedScheme
+		}
+		writeCode(w, http.StatusForbidden, string(code))
+		return
+	}
+	c := &client{hub: h, sse: true, subs: make(map[string]struct{})}
+	code, added := c.newEvents(events, perms)
+	switch code {
+	case InitOK:
+	case InitForbidden:
+		writeCode(w, http.StatusForbidden, string(code))
+		return
+	default:
+		writeCode(w, http.StatusBadRequest, string(code))
+		return
+	}
+	h.startSSE(w, r, perms, added)
+}
+
+func allValid(events []string) bool {
+	for _, e := range events {
+		if !validSSEName(e) {
+			return false
+		}
+	}
+	return true
+}
+
+// startSSE hijacks the connection and registers the stream. The response
+// head goes through the queue like everything else, queued together with
+// the subscription, so it precedes every event.
+func (h *Hub) startSSE(w http.ResponseWriter, r *http.Request, perms auth.Permissions, events []string) {
+	nc, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		writeCode(w, http.StatusInternalServerError, "INTERNAL")
+		return
+	}
+	lc := &lockedConn{Conn: nc}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			lc.rc = rc
+		}
+	}
+	c := newClient(h, nil, lc, bufio.NewReaderSize(lc, 64), r.RemoteAddr)
+	_ = brw // nothing a GET sends after its head is read
+	c.sse = true
+	c.id = h.nextID.Add(1)
+	c.userAgent = trimUserAgent(r.UserAgent())
+	if lc.rc != nil {
+		c.raw = lc
+	}
+	c.perms = perms
+	if !perms.Expires.IsZero() {
+		c.expires.Store(perms.Expires.UnixNano())
+	}
+	c.initialized.Store(true)
+	if !h.register(c) {
+		_ = nc.Close()
+		return
+	}
+	h.opts.Log.Info("subscriber connected", "remote", c.remote, "transport", "sse")
+	var head bytes.Buffer
+	head.WriteString("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n" +
+		"X-Accel-Buffering: no\r\nConnection: close\r\n")
+	for _, k := range []string{"Access-Control-Allow-Origin", "Vary"} {
+		for _, v := range w.Header().Values(k) {
+			head.WriteString(k + ": " + v + "\r\n")
+		}
+	}
+	head.WriteString("\r\n")
+	c.addSubscriptions(events, head.Bytes())
+	if h.poll.add(c) == nil {
+		return
+	}
+	go c.run()
+}
