@@ -101,8 +101,10 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeCode(w, http.StatusForbidden, string(code))
 		return
 	}
-	c := &client{hub: h, sse: true, subs: make(map[string]struct{})}
-	code, added := c.newEvents(events, perms)
+	// The same checks as a WebSocket init (permissions, MAX_SUBSCRIPTIONS,
+	// duplicates), on a client that has no subscription yet.
+	pending := &client{hub: h, subs: make(map[string]struct{})}
+	code, added := pending.newEvents(events, perms)
 	switch code {
 	case InitOK:
 	case InitForbidden:
@@ -140,7 +142,7 @@ func (h *Hub) startSSE(w http.ResponseWriter, r *http.Request, perms auth.Permis
 		}
 	}
 	c := newClient(h, nil, lc, bufio.NewReaderSize(lc, 64), r.RemoteAddr)
-	_ = brw // nothing a GET sends after its head is read
+	_ = brw // nothing more is read from a GET's connection but its end
 	c.sse = true
 	c.id = h.nextID.Add(1)
 	c.userAgent = trimUserAgent(r.UserAgent())
