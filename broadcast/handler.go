@@ -67,24 +67,37 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.opts.Log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return // the upgrader has answered
 	}
-	c := newClient(h, conn, lw.conn, lw.br, r.RemoteAddr)
-	c.id = h.nextID.Add(1)
-	c.userAgent = trimUserAgent(r.UserAgent())
-	if lw.conn.rc != nil {
-		c.raw = lw.conn
-	}
+	c := h.newSubscriber(r, conn, lw.conn, lw.br)
 	if !h.register(c) {
 		_, _ = c.nc.Write(closeFrame(closeGoingAway, "going away"))
 		_ = c.nc.Close()
 		return
 	}
 	c.setupReader()
-	h.opts.Log.Info("subscriber connected", "remote", c.remote, "transport", "websocket")
-	if h.poll.add(c) == nil {
-		return // the poller starts a reader when there is something to read
+	h.startReading(c)
+}
+
+// newSubscriber makes the client of a hijacked connection: an ID for the
+// admin list, the user agent, and non-blocking writes when nc allows them.
+func (h *Hub) newSubscriber(r *http.Request, conn *websocket.Conn, nc *lockedConn, br *bufio.Reader) *client {
+	c := newClient(h, conn, nc, br, r.RemoteAddr)
+	c.id = h.nextID.Add(1)
+	c.userAgent = trimUserAgent(r.UserAgent())
+	if nc.rc != nil {
+		c.raw = nc
 	}
-	// A fresh goroutine reads, so the connection does not keep net/http's
-	// handler stack alive for its whole life.
+	return c
+}
+
+// startReading hands a registered subscriber to the poller, which starts a
+// reader when there is something to read, or, where there is no poller or
+// the connection is TLS, to a reader goroutine of its own. (A fresh
+// goroutine: the connection does not keep net/http's handler stack.)
+func (h *Hub) startReading(c *client) {
+	h.opts.Log.Info("subscriber connected", "remote", c.remote, "transport", c.transport())
+	if h.poll.add(c) == nil {
+		return
+	}
 	go c.run()
 }
 
@@ -110,12 +123,7 @@ func (w *lockingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	w.conn = &lockedConn{Conn: nc}
-	if tc, ok := nc.(syscall.Conn); ok {
-		if rc, err := tc.SyscallConn(); err == nil {
-			w.conn.rc = rc
-		}
-	}
+	w.conn = newLockedConn(nc)
 	if brw.Reader.Buffered() > 0 {
 		nc.Close()
 		return nil, nil, errors.New("client sent data before the handshake completed")
@@ -136,6 +144,17 @@ type lockedConn struct {
 	// rc allows non-blocking writes (see tryWrite); nil for TLS, whose
 	// records cannot be written without blocking.
 	rc syscall.RawConn
+}
+
+// newLockedConn wraps nc, with the raw connection when nc has one.
+func newLockedConn(nc net.Conn) *lockedConn {
+	lc := &lockedConn{Conn: nc}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			lc.rc = rc
+		}
+	}
+	return lc
 }
 
 func (c *lockedConn) Write(p []byte) (int, error) {

@@ -39,8 +39,8 @@ type Options struct {
 	// MaxSubscriptions bounds the event names one connection subscribes to.
 	MaxSubscriptions int
 	Log              *slog.Logger
-	// Metrics, when set, counts connections, deliveries, closes and
-	// write waits.
+	// Metrics, when set, counts closes and write waits. (Connections and
+	// deliveries are counted by the hub itself: see Stats and Totals.)
 	Metrics Metrics
 	// CheckOrigin, when set, refuses WebSocket upgrades from browser
 	// origins it does not allow.
@@ -49,16 +49,12 @@ type Options struct {
 
 // Metrics is what the hub reports, for metrics.
 type Metrics interface {
-	Connected()
-	Delivered(n int)
 	Closed(reason string)
 	WriteWaited(d time.Duration)
 }
 
 type noMetrics struct{}
 
-func (noMetrics) Connected()                {}
-func (noMetrics) Delivered(int)             {}
 func (noMetrics) Closed(string)             {}
 func (noMetrics) WriteWaited(time.Duration) {}
 
@@ -190,7 +186,6 @@ func (h *Hub) Publish(event string, data json.RawMessage) error {
 		h.ready = h.ready[:0]
 	}
 	h.deliveries.Add(uint64(len(t.list)))
-	h.metrics.Delivered(len(t.list))
 	return nil
 }
 
@@ -238,7 +233,6 @@ func (h *Hub) register(c *client) bool {
 	h.clients[c] = struct{}{}
 	h.readers.Add(1)
 	h.connections.Add(1)
-	h.metrics.Connected()
 	return true
 }
 
@@ -375,6 +369,11 @@ func (h *Hub) Clients() []ClientInfo {
 	}
 	slices.SortFunc(out, func(a, b ClientInfo) int { return cmp.Compare(a.ID, b.ID) })
 	return out
+}
+
+// Totals reports the connections accepted and the deliveries queued.
+func (h *Hub) Totals() (connections, deliveries uint64) {
+	return h.connections.Load(), h.deliveries.Load()
 }
 
 // SubscribersByTransport reports the open connections by transport.

@@ -83,14 +83,20 @@ func (c *client) handleInit(in Init, parseErr error) bool {
 		c.hub.opts.Log.Debug("init refused", "remote", c.remote, "code", code)
 		return false
 	}
+	c.grant(perms)
+	c.addSubscriptions(added, initReplies[InitOK])
+	return true
+}
+
+// grant makes perms the connection's: later subscribes are checked with
+// them, and the connection is closed when the credential expires.
+func (c *client) grant(perms auth.Permissions) {
 	c.perms = perms
 	var expires int64 // zero: the credential does not expire
 	if !perms.Expires.IsZero() {
 		expires = perms.Expires.UnixNano()
 	}
 	c.expires.Store(expires)
-	c.addSubscriptions(added, initReplies[InitOK])
-	return true
 }
 
 func (c *client) checkInit(in Init, parseErr error) (InitCode, auth.Permissions, []string) {

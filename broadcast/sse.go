@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net/http"
 	"strings"
-	"syscall"
 
 	"eventsrv/auth"
 )
@@ -135,30 +134,16 @@ func (h *Hub) startSSE(w http.ResponseWriter, r *http.Request, perms auth.Permis
 		writeCode(w, http.StatusInternalServerError, "INTERNAL")
 		return
 	}
-	lc := &lockedConn{Conn: nc}
-	if sc, ok := nc.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			lc.rc = rc
-		}
-	}
-	c := newClient(h, nil, lc, bufio.NewReaderSize(lc, 64), r.RemoteAddr)
+	lc := newLockedConn(nc)
 	_ = brw // nothing more is read from a GET's connection but its end
+	c := h.newSubscriber(r, nil, lc, bufio.NewReaderSize(lc, 64))
 	c.sse = true
-	c.id = h.nextID.Add(1)
-	c.userAgent = trimUserAgent(r.UserAgent())
-	if lc.rc != nil {
-		c.raw = lc
-	}
-	c.perms = perms
-	if !perms.Expires.IsZero() {
-		c.expires.Store(perms.Expires.UnixNano())
-	}
+	c.grant(perms)
 	c.initialized.Store(true)
 	if !h.register(c) {
 		_ = nc.Close()
 		return
 	}
-	h.opts.Log.Info("subscriber connected", "remote", c.remote, "transport", "sse")
 	var head bytes.Buffer
 	head.WriteString("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n" +
 		"X-Accel-Buffering: no\r\nConnection: close\r\n")
@@ -169,8 +154,5 @@ func (h *Hub) startSSE(w http.ResponseWriter, r *http.Request, perms auth.Permis
 	}
 	head.WriteString("\r\n")
 	c.addSubscriptions(events, head.Bytes())
-	if h.poll.add(c) == nil {
-		return
-	}
-	go c.run()
+	h.startReading(c)
 }

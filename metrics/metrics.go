@@ -17,9 +17,7 @@ import (
 type Metrics struct {
 	reg *prometheus.Registry
 
-	connections  prometheus.Counter
 	published    *prometheus.CounterVec
-	deliveries   prometheus.Counter
 	closed       *prometheus.CounterVec
 	writeWait    prometheus.Histogram
 	authFailures *prometheus.CounterVec
@@ -30,18 +28,10 @@ type Metrics struct {
 func New() *Metrics {
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
-		connections: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "eventsrv_connections_total",
-			Help: "Subscriber connections accepted.",
-		}),
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "eventsrv_events_published_total",
 			Help: "POST /event requests by the code answered (OK, INVALID_BODY, UNAUTHENTICATED, ...).",
 		}, []string{"code"}),
-		deliveries: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "eventsrv_deliveries_total",
-			Help: "Events queued to subscribers (one per event and subscriber).",
-		}),
 		closed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "eventsrv_subscribers_closed_total",
 			Help: "Subscriber connections ended, by reason (slow consumer, ping timeout, closed by peer, ...).",
@@ -62,7 +52,7 @@ func New() *Metrics {
 			Help: "Tokens file loads after a change or SIGHUP, by result (ok, error).",
 		}, []string{"result"}),
 	}
-	m.reg.MustRegister(m.connections, m.published, m.deliveries, m.closed, m.writeWait,
+	m.reg.MustRegister(m.published, m.closed, m.writeWait,
 		m.authFailures, m.tokenReloads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -74,32 +64,42 @@ func (m *Metrics) Handler() http.Handler {
 }
 
 // HubStats is what the metrics read from the broadcast hub at each scrape.
+// The hub counts for its admin status anyway; reading its counts, rather
+// than counting again, keeps the publish path to one count.
 type HubStats interface {
 	// SubscribersByTransport counts open connections by transport.
 	SubscribersByTransport() map[string]int
 	// QueuedBytes sums the bytes waiting in every subscriber's queue.
 	QueuedBytes() int
+	// Totals are the connections accepted and the deliveries queued.
+	Totals() (connections, deliveries uint64)
 }
 
-// WatchHub adds the gauges read from hub when scraped.
+// WatchHub adds the metrics read from hub when scraped.
 func (m *Metrics) WatchHub(hub HubStats) {
 	m.reg.MustRegister(&hubCollector{hub: hub,
 		subscribers: prometheus.NewDesc("eventsrv_subscribers",
 			"Open subscriber connections, by transport.", []string{"transport"}, nil),
 		queued: prometheus.NewDesc("eventsrv_queued_bytes",
 			"Bytes waiting in subscribers' queues.", nil, nil),
+		connections: prometheus.NewDesc("eventsrv_connections_total",
+			"Subscriber connections accepted.", nil, nil),
+		deliveries: prometheus.NewDesc("eventsrv_deliveries_total",
+			"Events queued to subscribers (one per event and subscriber).", nil, nil),
 	})
 }
 
 type hubCollector struct {
-	hub         HubStats
-	subscribers *prometheus.Desc
-	queued      *prometheus.Desc
+	hub                     HubStats
+	subscribers, queued     *prometheus.Desc
+	connections, deliveries *prometheus.Desc
 }
 
 func (c *hubCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.subscribers
 	ch <- c.queued
+	ch <- c.connections
+	ch <- c.deliveries
 }
 
 func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
@@ -107,16 +107,13 @@ func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.subscribers, prometheus.GaugeValue, float64(n), transport)
 	}
 	ch <- prometheus.MustNewConstMetric(c.queued, prometheus.GaugeValue, float64(c.hub.QueuedBytes()))
+	connections, deliveries := c.hub.Totals()
+	ch <- prometheus.MustNewConstMetric(c.connections, prometheus.CounterValue, float64(connections))
+	ch <- prometheus.MustNewConstMetric(c.deliveries, prometheus.CounterValue, float64(deliveries))
 }
-
-// Connected counts an accepted subscriber connection.
-func (m *Metrics) Connected() { m.connections.Inc() }
 
 // Published counts a POST /event answer by its code.
 func (m *Metrics) Published(code string) { m.published.WithLabelValues(code).Inc() }
-
-// Delivered counts events queued to n subscribers.
-func (m *Metrics) Delivered(n int) { m.deliveries.Add(float64(n)) }
 
 // Closed counts a subscriber connection that ended for reason.
 func (m *Metrics) Closed(reason string) { m.closed.WithLabelValues(reason).Inc() }
