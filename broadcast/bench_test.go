@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"eventsrv/history"
 )
 
 // discardConn is a net.Conn that accepts and drops every write, counting
@@ -50,6 +53,9 @@ func (s *byteSink) add(n int) {
 	}
 }
 
+// benchEpoch gives benchmark IDs a realistic length.
+const benchEpoch = 1795425601234
+
 var benchData = []byte(`{"id":"3f8a1c2e-9b4d-4e7a-8c61-2d5f0a9b7e13","total":129.95,"currency":"EUR","items":12,"paid":true}`)
 
 func BenchmarkEventFrame(b *testing.B) {
@@ -57,7 +63,7 @@ func BenchmarkEventFrame(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(benchData)))
 	for b.Loop() {
-		_ = eventFrame("order.created", benchData)
+		_ = eventFrame(history.ID{Epoch: benchEpoch, Seq: 123456}, "order.created", benchData)
 	}
 }
 
@@ -69,7 +75,7 @@ func BenchmarkEventFrame(b *testing.B) {
 // blocking, so these subscribers are served as TLS ones are: each by a
 // writer goroutine of its own.
 func BenchmarkPublishFanout(b *testing.B) {
-	benchmarkFanout(b, func(b *testing.B, sink *byteSink) (net.Conn, *lockedConn) {
+	benchmarkFanout(b, nil, func(b *testing.B, sink *byteSink) (net.Conn, *lockedConn) {
 		return discardConn{sink: sink}, nil
 	})
 }
@@ -78,13 +84,22 @@ func BenchmarkPublishFanout(b *testing.B) {
 // TCP connections, whose far ends are drained by goroutines: the path of
 // plain-TCP subscribers, served by the hub's flushers with non-blocking
 // writes.
+// It runs with and without a history (the default one of cmd/eventsrv), to
+// show what keeping events for resume costs.
 func BenchmarkPublishFanoutTCP(b *testing.B) {
+	b.Run("history=off", func(b *testing.B) { benchmarkFanoutTCP(b, nil) })
+	b.Run("history=on", func(b *testing.B) {
+		benchmarkFanoutTCP(b, history.NewMemory(history.Limits{Size: 1000, TTL: 5 * time.Minute, MaxBytes: 64 << 20}))
+	})
+}
+
+func benchmarkFanoutTCP(b *testing.B, hist History) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(b, err)
 	defer ln.Close()
 	var drainers sync.WaitGroup
 	defer drainers.Wait() // after the hub's Close has closed every connection
-	benchmarkFanout(b, func(b *testing.B, sink *byteSink) (net.Conn, *lockedConn) {
+	benchmarkFanout(b, hist, func(b *testing.B, sink *byteSink) (net.Conn, *lockedConn) {
 		far, err := net.Dial("tcp", ln.Addr().String())
 		require.NoError(b, err)
 		near, err := ln.Accept()
@@ -112,14 +127,19 @@ func BenchmarkPublishFanoutTCP(b *testing.B) {
 // benchmarkFanout runs the fan-out benchmark over connections from attach,
 // which returns a subscriber's connection and, when it can be written
 // without blocking, the same connection as raw.
-func benchmarkFanout(b *testing.B, attach func(*testing.B, *byteSink) (nc net.Conn, raw *lockedConn)) {
+func benchmarkFanout(b *testing.B, hist History, attach func(*testing.B, *byteSink) (nc net.Conn, raw *lockedConn)) {
 	const (
 		clients = 1000
 		event   = "order.created"
 	)
-	frameLen := int64(len(eventFrame(event, benchData)))
+	// Frames grow with their IDs' digits: count each one's bytes.
+	baseLen := len(eventFrame(history.ID{Epoch: benchEpoch}, event, benchData)) - 1
 	reply := initReplies[InitOK] // each subscriber is sent its init reply first
-	sink := &byteSink{target: clients * (int64(len(reply)) + int64(b.N)*frameLen), done: make(chan struct{})}
+	perClient := int64(len(reply))
+	for seq := 1; seq <= b.N; seq++ {
+		perClient += int64(baseLen + len(strconv.Itoa(seq)))
+	}
+	sink := &byteSink{target: clients * perClient, done: make(chan struct{})}
 	h := NewHub(nil, Options{
 		QueueMaxBytes:    1 << 40, // never a slow consumer: every frame is counted
 		WriteTimeout:     time.Minute,
@@ -128,6 +148,8 @@ func benchmarkFanout(b *testing.B, attach func(*testing.B, *byteSink) (nc net.Co
 		MaxMessageBytes:  1 << 10,
 		MaxSubscriptions: 10,
 		Log:              slog.New(slog.DiscardHandler),
+		History:          hist,
+		Epoch:            benchEpoch,
 	})
 	var standIns sync.WaitGroup
 	defer func() {
@@ -143,7 +165,7 @@ func benchmarkFanout(b *testing.B, attach func(*testing.B, *byteSink) (nc net.Co
 		c.raw = raw
 		require.True(b, h.register(c))
 		c.subs[event] = struct{}{}
-		h.subscribe(c, []string{event}, reply)
+		h.subscribe(c, []string{event}, nil, func(*resumed) [][]byte { return [][]byte{reply} })
 		// Stand in for the reader (client.run): once the writer has
 		// finished, leave the hub as run would.
 		standIns.Add(1)
@@ -161,7 +183,7 @@ func benchmarkFanout(b *testing.B, attach func(*testing.B, *byteSink) (nc net.Co
 	b.ResetTimer()
 	start := time.Now()
 	for range b.N {
-		if err := h.Publish(event, benchData); err != nil {
+		if _, err := h.Publish(event, benchData); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -67,6 +67,10 @@ type client struct {
 	mu     sync.Mutex
 	queue  [][]byte // frames waiting for the writer, oldest first
 	queued int      // bytes in queue
+	// grace is what addReplay queued beyond the bound: a replay is as
+	// large as the history the subscriber missed, and live events that
+	// follow it get the whole bound. It ends when a writer takes the queue.
+	grace int
 	// queuedSince is when the oldest queued frame was queued, for the
 	// write-wait metric.
 	queuedSince time.Time
@@ -114,7 +118,7 @@ func (c *client) add(f []byte) bool {
 		c.mu.Unlock()
 		return false
 	}
-	if c.queued+len(f) > c.hub.opts.QueueMaxBytes {
+	if c.queued+len(f) > c.hub.opts.QueueMaxBytes+c.grace {
 		queued := c.queued
 		schedule := c.startCloseLocked(closePolicy, reasonSlow)
 		c.mu.Unlock()
@@ -130,6 +134,30 @@ func (c *client) add(f []byte) bool {
 	c.scheduled = true
 	c.mu.Unlock()
 	return schedule
+}
+
+// addReplay queues the frames of a subscription, a resume's replay
+// included, outside the queue bound (see grace).
+func (c *client) addReplay(frames [][]byte) {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	if len(c.queue) == 0 {
+		c.queuedSince = time.Now()
+	}
+	for _, f := range frames {
+		c.queue = append(c.queue, f)
+		c.queued += len(f)
+		c.grace += len(f)
+	}
+	schedule := !c.scheduled
+	c.scheduled = true
+	c.mu.Unlock()
+	if schedule {
+		c.hub.schedule(c)
+	}
 }
 
 // close begins the closing handshake with code and reason, unless it has
@@ -154,7 +182,7 @@ func (c *client) startCloseLocked(code int, reason string) bool {
 	c.closedAt = time.Now()
 	clear(c.queue) // let the dropped frames be collected
 	c.queue = c.queue[:0]
-	c.queued = 0
+	c.queued, c.grace = 0, 0
 	if code != closeNoStatus {
 		if c.sse {
 			c.queue = append(c.queue, sseComment("close "+reason))

@@ -3,6 +3,8 @@ package broadcast
 import (
 	"encoding/binary"
 	"unicode/utf8"
+
+	"eventsrv/history"
 )
 
 // WebSocket opcodes (RFC 6455 §5.2) of the frames this server writes itself.
@@ -50,17 +52,31 @@ func textFrame(payload []byte) []byte {
 	return newFrame(opText, len(payload), func(b []byte) []byte { return append(b, payload...) })
 }
 
-// eventFrame encodes a delivery: {"type":"event","event":<name>,"data":<data>}.
-// data is copied verbatim; it was validated as JSON by the publisher's side.
-func eventFrame(name string, data []byte) []byte {
-	size := len(`{"type":"event","event":,"data":}`) + len(name) + 2 + len(data)
+// eventFrame encodes a delivery:
+// {"type":"event","id":"<id>","event":<name>,"data":<data>}. data is copied
+// verbatim; it was validated as JSON by the publisher's side. The ID comes
+// after the type so that the frame still begins as the old service's did.
+func eventFrame(id history.ID, name string, data []byte) []byte {
+	size := len(`{"type":"event","id":"","event":,"data":}`) + maxIDLen + len(name) + 2 + len(data)
 	return newFrame(opText, size, func(b []byte) []byte {
-		b = append(b, `{"type":"event","event":`...)
+		b = append(b, `{"type":"event","id":"`...)
+		b = id.AppendTo(b)
+		b = append(b, `","event":`...)
 		b = appendJSONString(b, name)
 		b = append(b, `,"data":`...)
 		b = append(b, data...)
 		return append(b, '}')
 	})
+}
+
+// maxIDLen is the longest wire form of an ID: two 20-digit numbers and '-'.
+const maxIDLen = 41
+
+// eventData returns the data inside a frame built by eventFrame, without
+// copying: the history keeps the frame and reads the data from it (and,
+// seeing one array, counts its bytes once). Nothing writes to either.
+func eventData(frame []byte, dataLen int) []byte {
+	return frame[len(frame)-1-dataLen : len(frame)-1]
 }
 
 // closeFrame returns a close frame with a status code and a reason, which

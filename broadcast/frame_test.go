@@ -4,13 +4,15 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
-	"github.com/gorilla/websocket"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
+	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"eventsrv/history"
 )
 
 func TestAppendJSONString(t *testing.T) {
@@ -107,15 +109,19 @@ func TestTextFrame(t *testing.T) {
 	}
 }
 
+// testID is the ID of the frames these tests build.
+var testID = history.ID{Epoch: 7, Seq: 42}
+
 func TestEventFrame(t *testing.T) {
-	overhead := len(`{"type":"event","event":"e","data":}`)
+	overhead := len(`{"type":"event","id":"7-42","event":"e","data":}`)
 	for _, n := range []int{overhead + 2, 125, 126, 65535, 65536} {
 		data := []byte(`"` + strings.Repeat("d", n-overhead-2) + `"`)
-		f := eventFrame("e", data)
+		f := eventFrame(testID, "e", data)
 		op, payload := parseFrame(t, f)
 		assert.Equal(t, byte(opText), op)
 		require.Len(t, payload, n)
-		assert.Equal(t, `{"type":"event","event":"e","data":`+string(data)+`}`, string(payload))
+		assert.Equal(t, `{"type":"event","id":"7-42","event":"e","data":`+string(data)+`}`, string(payload))
+		assert.Equal(t, string(data), string(eventData(f, len(data))))
 	}
 }
 
@@ -123,15 +129,15 @@ func TestEventFrameContent(t *testing.T) {
 	tests := []struct {
 		name, event, data, want string
 	}{
-		{"data kept byte for byte", "a", `{"x" : 1}`, `{"type":"event","event":"a","data":{"x" : 1}}`},
-		{"escapes in data kept", "a", `"\u00e9\n"`, `{"type":"event","event":"a","data":"\u00e9\n"}`},
-		{"numbers kept", "a", `[1e3,-0.50]`, `{"type":"event","event":"a","data":[1e3,-0.50]}`},
-		{"null", "a", `null`, `{"type":"event","event":"a","data":null}`},
-		{"name escaped as JSON.stringify does", "<\"é\"\n>", `1`, "{\"type\":\"event\",\"event\":\"<\\\"é\\\"\\n>\",\"data\":1}"},
+		{"data kept byte for byte", "a", `{"x" : 1}`, `{"type":"event","id":"7-42","event":"a","data":{"x" : 1}}`},
+		{"escapes in data kept", "a", `"\u00e9\n"`, `{"type":"event","id":"7-42","event":"a","data":"\u00e9\n"}`},
+		{"numbers kept", "a", `[1e3,-0.50]`, `{"type":"event","id":"7-42","event":"a","data":[1e3,-0.50]}`},
+		{"null", "a", `null`, `{"type":"event","id":"7-42","event":"a","data":null}`},
+		{"name escaped as JSON.stringify does", "<\"é\"\n>", `1`, "{\"type\":\"event\",\"id\":\"7-42\",\"event\":\"<\\\"é\\\"\\n>\",\"data\":1}"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, payload := parseFrame(t, eventFrame(tt.event, []byte(tt.data)))
+			_, payload := parseFrame(t, eventFrame(testID, tt.event, []byte(tt.data)))
 			assert.Equal(t, tt.want, string(payload))
 			require.True(t, json.Valid(payload))
 			var m struct {

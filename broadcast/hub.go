@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"eventsrv/auth"
+	"eventsrv/history"
 )
 
 // ErrClosed is returned by Publish once the hub has begun to shut down.
@@ -45,6 +46,23 @@ type Options struct {
 	// CheckOrigin, when set, refuses WebSocket upgrades from browser
 	// origins it does not allow.
 	CheckOrigin func(origin string) bool
+	// History, when set, keeps recent events for subscribers that resume.
+	// Without it a resume is recovered only when nothing was published
+	// since the subscriber's last ID.
+	History History
+	// Epoch is the first part of every event ID (see history.ID); zero
+	// means the hub's start in Unix milliseconds.
+	Epoch uint64
+}
+
+// History keeps recent events so that a subscriber can resume after a
+// reconnect. The hub calls it under its publish lock, in ID order.
+// history.Memory implements it.
+type History interface {
+	Append(e history.Event)
+	// Since returns the kept events of names after sequence number after,
+	// oldest first, and whether they are all of them.
+	Since(names []string, after uint64) (events []history.Event, complete bool)
 }
 
 // Metrics is what the hub reports, for metrics.
@@ -79,6 +97,8 @@ type Hub struct {
 	// lock is not what limits throughput; see the README's figures.)
 	pubMu  sync.Mutex
 	topics map[string]*topic
+	epoch  uint64
+	seq    uint64    // the last event's sequence number
 	ready  []*client // Publish's scratch list of subscribers to schedule
 
 	flush flushers
@@ -125,6 +145,10 @@ func NewHub(a Authenticator, opts Options) *Hub {
 	if h.metrics == nil {
 		h.metrics = noMetrics{}
 	}
+	h.epoch = opts.Epoch
+	if h.epoch == 0 {
+		h.epoch = uint64(time.Now().UnixMilli())
+	}
 	if p, err := newPoller(opts.Log); err == nil {
 		h.poll = p
 	} else {
@@ -142,21 +166,35 @@ func NewHub(a Authenticator, opts Options) *Hub {
 	return h
 }
 
-// Publish queues event with data to every current subscriber of event. It
-// never waits for a subscriber: a full queue cuts that subscriber off.
-// data must be valid JSON; it is relayed as is.
-func (h *Hub) Publish(event string, data json.RawMessage) error {
+// Publish gives event an ID, keeps it in the history and queues it to every
+// current subscriber of event, and returns the ID. It never waits for a
+// subscriber: a full queue cuts that subscriber off. data must be valid
+// JSON; it is relayed as is.
+func (h *Hub) Publish(event string, data json.RawMessage) (string, error) {
 	if h.closing.Load() {
-		return ErrClosed
+		return "", ErrClosed
 	}
 	h.published.Add(1)
+	id := h.publish(event, data)
+	return id.String(), nil
+}
+
+func (h *Hub) publish(event string, data json.RawMessage) history.ID {
 	h.pubMu.Lock()
 	defer h.pubMu.Unlock()
+	h.seq++
+	id := history.ID{Epoch: h.epoch, Seq: h.seq}
 	t := h.topics[event]
-	if t == nil {
-		return nil
+	if t == nil && h.opts.History == nil {
+		return id
 	}
-	f := eventFrame(event, data)
+	f := eventFrame(id, event, data)
+	if h.opts.History != nil {
+		h.opts.History.Append(history.Event{Seq: id.Seq, Name: event, Data: eventData(f, len(data)), Frame: f})
+	}
+	if t == nil {
+		return id
+	}
 	var sse []byte // built at the first SSE subscriber, once
 	if t.list == nil {
 		t.list = make([]*client, 0, len(t.members))
@@ -168,7 +206,7 @@ func (h *Hub) Publish(event string, data json.RawMessage) error {
 		frame := f
 		if c.sse {
 			if sse == nil {
-				sse = sseEventFrame(event, data)
+				sse = sseEventFrame(id, event, data)
 			}
 			frame = sse
 		}
@@ -186,17 +224,33 @@ func (h *Hub) Publish(event string, data json.RawMessage) error {
 		h.ready = h.ready[:0]
 	}
 	h.deliveries.Add(uint64(len(t.list)))
-	return nil
+	return id
+}
+
+// resumed is what a subscription that resumes is told: the events it
+// missed, oldest first, the position it continues from (the last event
+// published before it went live), and whether the events are all it missed.
+type resumed struct {
+	events    []history.Event
+	position  history.ID
+	recovered bool
 }
 
 // subscribe adds c to the topics of events (which the caller has made
-// distinct and new for c) and queues reply to c, both under the publish
-// lock: the reply reaches c before any event published after it, and every
-// event published after the reply reaches c.
-func (h *Hub) subscribe(c *client, events []string, reply []byte) {
+// distinct and new for c) and queues the frames that reply returns, both
+// under the publish lock: the frames reach c before any event published
+// after them, and every event published after them reaches c. With since
+// (a client's last event ID), reply gets the events of these names
+// published after since: replayed and then live, with no gap or duplicate
+// at the seam.
+func (h *Hub) subscribe(c *client, events []string, since *string, reply func(*resumed) [][]byte) {
 	h.pubMu.Lock()
 	defer h.pubMu.Unlock()
-	defer c.enqueue(reply) // while the lock is held: see above
+	var r *resumed
+	if since != nil {
+		r = h.resume(events, *since)
+	}
+	c.addReplay(reply(r))
 	for _, e := range events {
 		t := h.topics[e]
 		if t == nil {
@@ -206,6 +260,40 @@ func (h *Hub) subscribe(c *client, events []string, reply []byte) {
 		t.members[c] = struct{}{}
 		t.list = nil
 	}
+}
+
+// resume finds what a subscriber of names missed after since. An empty
+// since asks for nothing: a first connection learns its position. An ID
+// the hub does not know (another epoch, a process that has restarted, a
+// future or malformed one) gets every kept event, not recovered.
+func (h *Hub) resume(names []string, since string) *resumed {
+	r := &resumed{position: history.ID{Epoch: h.epoch, Seq: h.seq}, recovered: true}
+	if since == "" {
+		return r
+	}
+	id, err := history.ParseID(since)
+	known := err == nil && id.Epoch == h.epoch && id.Seq <= h.seq
+	if known && id.Seq == h.seq {
+		return r // nothing was published since
+	}
+	if !known {
+		id.Seq = 0
+	}
+	r.recovered = false
+	if h.opts.History != nil {
+		var complete bool
+		r.events, complete = h.opts.History.Since(names, id.Seq)
+		r.recovered = known && complete
+	}
+	return r
+}
+
+// replayFrame is the WebSocket delivery of a kept event.
+func (h *Hub) replayFrame(e history.Event) []byte {
+	if e.Frame != nil {
+		return e.Frame
+	}
+	return eventFrame(history.ID{Epoch: h.epoch, Seq: e.Seq}, e.Name, e.Data)
 }
 
 // unsubscribe removes c from the topics of events; empty topics go away.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -44,6 +45,7 @@ func testOptions() Options {
 		MaxMessageBytes:  256,
 		MaxSubscriptions: 10,
 		Log:              slog.New(slog.DiscardHandler),
+		Epoch:            7, // IDs are 7-1, 7-2, ...
 	}
 }
 
@@ -92,11 +94,13 @@ func TestSubscribeAndPublish(t *testing.T) {
 		[]byte(`{"authentication":"`+goodCreds+`","events":["a","<é>"]}`)))
 	assert.Equal(t, `{"type":"init","code":"OK"}`, readText(t, conn))
 
-	require.NoError(t, h.Publish("b", []byte(`1`))) // nobody subscribed
-	require.NoError(t, h.Publish("a", []byte(`{"x" : 1}`)))
-	require.NoError(t, h.Publish("<é>", []byte(`-0.50`)))
-	assert.Equal(t, `{"type":"event","event":"a","data":{"x" : 1}}`, readText(t, conn))
-	assert.Equal(t, `{"type":"event","event":"<é>","data":-0.50}`, readText(t, conn))
+	for i, ev := range []struct{ name, data string }{{"b", `1`}, {"a", `{"x" : 1}`}, {"<é>", `-0.50`}} {
+		id, err := h.Publish(ev.name, []byte(ev.data)) // nobody is subscribed to b
+		require.NoError(t, err)
+		assert.Equal(t, fmt.Sprintf("7-%d", i+1), id)
+	}
+	assert.Equal(t, `{"type":"event","id":"7-2","event":"a","data":{"x" : 1}}`, readText(t, conn))
+	assert.Equal(t, `{"type":"event","id":"7-3","event":"<é>","data":-0.50}`, readText(t, conn))
 	assert.Equal(t, 1, h.Subscribers())
 }
 
@@ -120,7 +124,8 @@ func TestCloseGoingAway(t *testing.T) {
 	// Answer the close, as a browser would, so Close can finish.
 	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, ""), time.Now().Add(5*time.Second))
 	require.NoError(t, <-closed)
-	assert.ErrorIs(t, h.Publish("a", []byte(`1`)), ErrClosed)
+	_, err = h.Publish("a", []byte(`1`))
+	assert.ErrorIs(t, err, ErrClosed)
 	assert.Zero(t, h.Subscribers())
 }
 

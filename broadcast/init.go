@@ -25,10 +25,15 @@ type Init struct {
 	// Events are the event names to add to the subscription, as sent
 	// (duplicates included; the subscription is a set).
 	Events []string
+	// Since, when not nil, asks to resume: the last event ID the client
+	// received ("" on a first connection, to learn its position).
+	Since *string
 }
 
 // ParseInit parses {"authentication":"<scheme> <token>","events":["a","b"]},
-// and {"type":"subscribe"|"unsubscribe","events":[...]}. With
+// and {"type":"subscribe"|"unsubscribe","events":[...]}, each with an
+// optional "since":"<event ID>" (null is the same as absent; another
+// non-string is ErrInvalidSyntax). With
 // ErrEventsMissing the returned Init still carries the type.
 // Keys match exactly and a repeated key keeps its last value, as JSON.parse
 // did in the service this replaces. Other keys are ignored, so that clients
@@ -61,6 +66,14 @@ func ParseInit(msg []byte) (Init, error) {
 		if item[0] != '"' || json.Unmarshal(item, &in.Events[i]) != nil {
 			return Init{Type: in.Type}, fmt.Errorf("%w: events[%d] is not a string", ErrEventsMissing, i)
 		}
+	}
+	if raw, ok := fields["since"]; ok && string(raw) != "null" {
+		var since string
+		if raw[0] != '"' {
+			return Init{Type: in.Type}, fmt.Errorf("%w: since is not a string", ErrInvalidSyntax)
+		}
+		_ = json.Unmarshal(raw, &since) // a quoted, valid JSON value: cannot fail
+		in.Since = &since
 	}
 	if a, ok := fields["authentication"]; ok && a[0] == '"' {
 		_ = json.Unmarshal(a, &in.Authentication) // a quoted, valid JSON value: cannot fail

@@ -40,6 +40,9 @@ func TestParseInitErrors(t *testing.T) {
 		{"keys are case-sensitive", `{"Events":["a"]}`, ErrEventsMissing},
 		{"duplicate key, last invalid", `{"events":["a"],"events":null}`, ErrEventsMissing},
 		{"authentication only", `{"authentication":"Basic x"}`, ErrEventsMissing},
+		{"since a number", `{"events":["a"],"since":17}`, ErrInvalidSyntax},
+		{"since an array", `{"events":["a"],"since":["1-1"]}`, ErrInvalidSyntax},
+		{"since false", `{"events":["a"],"since":false}`, ErrInvalidSyntax},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -85,9 +88,33 @@ func TestParseInit(t *testing.T) {
 			assert.Equal(t, tt.wantAuth, in.Authentication)
 			require.NotNil(t, in.Events)
 			assert.Equal(t, tt.want, in.Events)
+			assert.Nil(t, in.Since)
 		})
 	}
 }
+
+func TestParseInitSince(t *testing.T) {
+	tests := []struct {
+		name, msg string
+		want      *string
+	}{
+		{"absent", `{"events":["a"]}`, nil},
+		{"null", `{"events":["a"],"since":null}`, nil},
+		{"an ID", `{"events":["a"],"since":"1795425601234-42"}`, ptr("1795425601234-42")},
+		{"empty: a first connection", `{"events":["a"],"since":""}`, ptr("")},
+		{"anything else is kept as sent", `{"events":["a"],"since":"caf\u00e9"}`, ptr("café")},
+		{"on a subscribe", `{"type":"subscribe","events":["a"],"since":"1-1"}`, ptr("1-1")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in, err := ParseInit([]byte(tt.msg))
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, in.Since)
+		})
+	}
+}
+
+func ptr(s string) *string { return &s }
 
 // decodeInitGeneric decodes msg with encoding/json's generic decoder
 // (numbers kept as text, so that none overflows), for comparison.
@@ -114,6 +141,8 @@ func FuzzParseInit(f *testing.F) {
 		`[]`,
 		"{\"events\":[\"\xff\"]}",
 		`{"events":["\ud800"],"events":["b"],"authentication":7}`,
+		`{"type":"subscribe","events":["a"],"since":"1795425601234-42"}`,
+		`{"events":["a"],"since":7,"since":null}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -154,6 +183,18 @@ func FuzzParseInit(f *testing.F) {
 		wantAuth, _ := m["authentication"].(string)
 		if in.Authentication != wantAuth {
 			t.Fatalf("ParseInit(%q): authentication %q, want %q", msg, in.Authentication, wantAuth)
+		}
+		switch since := m["since"].(type) {
+		case nil:
+			if in.Since != nil {
+				t.Fatalf("ParseInit(%q): since %q, want none", msg, *in.Since)
+			}
+		case string:
+			if in.Since == nil || *in.Since != since {
+				t.Fatalf("ParseInit(%q): since %v, want %q", msg, in.Since, since)
+			}
+		default:
+			t.Fatalf("ParseInit accepted %q, whose since is %T", msg, since)
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"strconv"
 
 	"eventsrv/auth"
 )
@@ -84,7 +85,7 @@ func (c *client) handleInit(in Init, parseErr error) bool {
 		return false
 	}
 	c.grant(perms)
-	c.addSubscriptions(added, initReplies[InitOK])
+	c.addSubscriptions(added, in.Since, c.okReply(typeInit))
 	return true
 }
 
@@ -135,7 +136,7 @@ func (c *client) handleSubscribe(in Init, parseErr error) {
 		c.enqueue(subscribeReplies[code])
 		return
 	}
-	c.addSubscriptions(added, subscribeReplies[InitOK])
+	c.addSubscriptions(added, in.Since, c.okReply(typeSubscribe))
 }
 
 // handleUnsubscribe removes events at run time; names not subscribed are
@@ -185,14 +186,45 @@ func (c *client) newEvents(events []string, perms auth.Permissions) (InitCode, [
 	return InitOK, added
 }
 
-// addSubscriptions subscribes to added and queues reply in the same step
-// (see Hub.subscribe).
-func (c *client) addSubscriptions(added []string, reply []byte) {
+// addSubscriptions subscribes to added and queues the frames reply
+// returns in the same step (see Hub.subscribe).
+func (c *client) addSubscriptions(added []string, since *string, reply func(*resumed) [][]byte) {
 	for _, e := range added {
 		c.subs[e] = struct{}{}
 	}
 	c.publishSubList()
-	c.hub.subscribe(c, added, reply)
+	c.hub.subscribe(c, added, since, reply)
+}
+
+// okReply answers a successful init or subscribe (typ). When it resumes,
+// the events missed come first and the reply, which then says where the
+// subscription continues and whether nothing was lost, marks the end of
+// the replay.
+func (c *client) okReply(typ string) func(*resumed) [][]byte {
+	return func(r *resumed) [][]byte {
+		if r == nil {
+			if typ == typeInit {
+				return [][]byte{initReplies[InitOK]}
+			}
+			return [][]byte{subscribeReplies[InitOK]}
+		}
+		frames := make([][]byte, 0, len(r.events)+1)
+		for _, e := range r.events {
+			frames = append(frames, c.hub.replayFrame(e))
+		}
+		return append(frames, resumeReply(typ, r))
+	}
+}
+
+// resumeReply is the OK of a resuming init or subscribe:
+// {"type":"init","code":"OK","id":"<position>","recovered":true}.
+func resumeReply(typ string, r *resumed) []byte {
+	b := make([]byte, 0, 96)
+	b = append(b, `{"type":"`+typ+`","code":"OK","id":"`...)
+	b = r.position.AppendTo(b)
+	b = append(b, `","recovered":`...)
+	b = strconv.AppendBool(b, r.recovered)
+	return textFrame(append(b, '}'))
 }
 
 // publishSubList stores a sorted copy of the subscription for Clients.

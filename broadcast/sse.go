@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"eventsrv/auth"
+	"eventsrv/history"
 )
 
 // Server-Sent Events: GET /events?event=a&event=b on the broadcast server,
@@ -24,12 +25,14 @@ const ssePath = "/events"
 // ssePing keeps proxies and browsers from closing an idle stream.
 var ssePing = []byte(": ping\n\n")
 
-// sseEventFrame encodes one delivery: "event: <name>" and the data as
-// "data:" lines (a line break inside the JSON, which can only be white
-// space, becomes a line of its own; EventSource joins them with "\n").
-func sseEventFrame(name string, data []byte) []byte {
-	b := make([]byte, 0, len("event: \n\n")+len(name)+len(data)+8)
-	b = append(b, "event: "...)
+// sseEventFrame encodes one delivery: "id: <id>", "event: <name>" and the
+// data as "data:" lines (a line break inside the JSON, which can only be
+// white space, becomes a line of its own; EventSource joins them with "\n").
+func sseEventFrame(id history.ID, name string, data []byte) []byte {
+	b := make([]byte, 0, len("id: \nevent: \n\n")+maxIDLen+len(name)+len(data)+8)
+	b = append(b, "id: "...)
+	b = id.AppendTo(b)
+	b = append(b, "\nevent: "...)
 	b = append(b, name...)
 	b = append(b, '\n')
 	for len(data) > 0 {
@@ -49,6 +52,18 @@ func sseEventFrame(name string, data []byte) []byte {
 	}
 	return append(b, '\n')
 }
+
+// ssePosition sets the browser's lastEventId to id without dispatching an
+// event (a field block with no data only updates the last event ID), so
+// that a stream that has received no event yet still resumes from where
+// it began when EventSource reconnects.
+func ssePosition(id history.ID) []byte {
+	return append(id.AppendTo([]byte("id: ")), "\n\n"...)
+}
+
+// sseReset tells a resuming stream that events were lost: the client
+// reloads from its own source of truth.
+var sseReset = []byte("event: reset\ndata: {\"recovered\":false}\n\n")
 
 // sseComment is a comment line, which EventSource ignores: the reason a
 // stream is closed travels this way.
@@ -113,7 +128,13 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeCode(w, http.StatusBadRequest, string(code))
 		return
 	}
-	h.startSSE(w, r, perms, added)
+	// EventSource sends Last-Event-ID when it reconnects; lastEventId is
+	// for a page that reopens a stream itself.
+	since := r.Header.Get("Last-Event-ID")
+	if since == "" {
+		since = q.Get("lastEventId")
+	}
+	h.startSSE(w, r, perms, added, since)
 }
 
 func allValid(events []string) bool {
@@ -128,7 +149,7 @@ func allValid(events []string) bool {
 // startSSE hijacks the connection and registers the stream. The response
 // head goes through the queue like everything else, queued together with
 // the subscription, so it precedes every event.
-func (h *Hub) startSSE(w http.ResponseWriter, r *http.Request, perms auth.Permissions, events []string) {
+func (h *Hub) startSSE(w http.ResponseWriter, r *http.Request, perms auth.Permissions, events []string, since string) {
 	nc, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		writeCode(w, http.StatusInternalServerError, "INTERNAL")
@@ -153,6 +174,23 @@ func (h *Hub) startSSE(w http.ResponseWriter, r *http.Request, perms auth.Permis
 		}
 	}
 	head.WriteString("\r\n")
-	c.addSubscriptions(events, head.Bytes())
+	c.subscribeSSE(events, since, head.Bytes())
 	h.startReading(c)
+}
+
+// subscribeSSE subscribes a new stream, which always resumes: from since,
+// or from now when since is empty. The response head comes first, then a
+// reset event if events were lost, the replay, and the position.
+func (c *client) subscribeSSE(events []string, since string, head []byte) {
+	c.addSubscriptions(events, &since, func(r *resumed) [][]byte {
+		frames := make([][]byte, 0, len(r.events)+3)
+		frames = append(frames, head)
+		if !r.recovered {
+			frames = append(frames, sseReset)
+		}
+		for _, e := range r.events {
+			frames = append(frames, sseEventFrame(history.ID{Epoch: r.position.Epoch, Seq: e.Seq}, e.Name, e.Data))
+		}
+		return append(frames, ssePosition(r.position))
+	})
 }

@@ -162,7 +162,7 @@ func (c *client) take() (frames [][]byte, since time.Time, closing, ok bool) {
 		return nil, time.Time{}, c.closing, false
 	}
 	c.batch, c.queue = c.queue, c.batch[:0]
-	c.queued = 0
+	c.queued, c.grace = 0, 0
 	return c.batch, c.queuedSince, false, true
 }
 

@@ -13,10 +13,11 @@ import (
 	"eventsrv/internal/jsonhttp"
 )
 
-// Publisher takes an accepted event. The broadcast hub implements it, and so
-// will a cluster bus; listen needs nothing else from either.
+// Publisher takes an accepted event and returns the ID it gave it. The
+// broadcast hub implements it, and so will a cluster bus; listen needs
+// nothing else from either.
 type Publisher interface {
-	Publish(event string, data json.RawMessage) error
+	Publish(event string, data json.RawMessage) (id string, err error)
 }
 
 // Authenticator checks the Authorization header's value.
@@ -131,20 +132,29 @@ func (h *handler) event(w http.ResponseWriter, r *http.Request) {
 		h.answer(w, CodeForbidden)
 		return
 	}
-	if err := h.pub.Publish(ev.Name, ev.Data); err != nil {
+	id, err := h.pub.Publish(ev.Name, ev.Data)
+	if err != nil {
 		h.opts.Log.Warn("publish failed", "remote", r.RemoteAddr, "err", err)
 		h.answer(w, CodeUnavailable)
 		return
 	}
-	h.answer(w, CodeOK)
+	h.count(CodeOK)
+	// The old service answered {"code":"OK"}; the ID is a field more,
+	// which clients that ignore unknown fields do not notice.
+	idJSON, _ := json.Marshal(id) // a string: cannot fail
+	jsonhttp.Write(w, statusOf[CodeOK], []byte(`{"code":"OK","id":`+string(idJSON)+`}`))
 }
 
 // answer writes an answer to POST /event and counts it.
 func (h *handler) answer(w http.ResponseWriter, c Code) {
+	h.count(c)
+	writeCode(w, c)
+}
+
+func (h *handler) count(c Code) {
 	if h.opts.Metrics != nil {
 		h.opts.Metrics.Published(string(c))
 	}
-	writeCode(w, c)
 }
 
 func writeCode(w http.ResponseWriter, c Code) {

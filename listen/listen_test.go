@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -61,11 +62,15 @@ type fakePublisher struct {
 
 type published struct{ name, data string }
 
-func (p *fakePublisher) Publish(event string, data json.RawMessage) error {
+// Publish records the event; its ID is "1-<number of events so far>".
+func (p *fakePublisher) Publish(event string, data json.RawMessage) (string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.events = append(p.events, published{event, string(data)})
-	return p.err
+	if p.err != nil {
+		return "", p.err
+	}
+	return "1-" + strconv.Itoa(len(p.events)), nil
 }
 
 func (p *fakePublisher) Events() []published {
@@ -212,7 +217,11 @@ func TestHandler(t *testing.T) {
 
 			assert.Equal(t, tt.wantStatus, resp.StatusCode)
 			assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
-			assert.Equal(t, `{"code":"`+string(tt.wantCode)+`"}`, string(body))
+			want := `{"code":"` + string(tt.wantCode) + `"}`
+			if tt.wantCode == CodeOK {
+				want = `{"code":"OK","id":"1-1"}`
+			}
+			assert.Equal(t, want, string(body))
 			assert.Equal(t, tt.wantAllow, resp.Header.Get("Allow"))
 			assert.Equal(t, tt.wantPub, pub.Events())
 

@@ -112,6 +112,24 @@ func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.deliveries, prometheus.CounterValue, float64(deliveries))
 }
 
+// HistoryStats is what the metrics read from the event history.
+type HistoryStats interface {
+	// Stats reports the events and bytes kept.
+	Stats() (events, bytes int)
+}
+
+// WatchHistory adds the history's size, read when scraped.
+func (m *Metrics) WatchHistory(h HistoryStats) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "eventsrv_history_events", Help: "Events kept for subscribers that resume.",
+		}, func() float64 { n, _ := h.Stats(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "eventsrv_history_bytes", Help: "Bytes of the events kept for subscribers that resume.",
+		}, func() float64 { _, b := h.Stats(); return float64(b) }),
+	)
+}
+
 // Published counts a POST /event answer by its code.
 func (m *Metrics) Published(code string) { m.published.WithLabelValues(code).Inc() }
 

@@ -53,7 +53,7 @@ func TestAdminStatusAndClients(t *testing.T) {
 	defer c.Close()
 	require.Equal(t, `{"type":"init","code":"OK"}`, sendInit(t, c, initMsg("Basic "+testToken, "b", "a")))
 	s.publish("a", `1`)
-	require.Equal(t, eventJSON("a", "1"), readText(t, c))
+	require.Equal(t, eventJSON("a", "1"), readEvent(t, c))
 	other := s.subscribe("c")
 
 	status, body := s.do("GET", "/admin/status", "Basic "+adminToken, "")

@@ -37,7 +37,10 @@ func TestInitCodes(t *testing.T) {
 		{"too many", initMsg(good, "a", "b", "c", "d"), "INVALID_EVENTS_TOO_MANY"},
 		{"ok", initMsg(good, "a", "b"), "OK"},
 		{"ok empty", initMsg(good), "OK"},
-		{"ok with unknown keys", `{"authentication":"` + good + `","events":["a"],"since":"1"}`, "OK"},
+		{"ok with unknown keys", `{"authentication":"` + good + `","events":["a"],"future":{"x":[1]}}`, "OK"},
+		{"since not a string", `{"authentication":"` + good + `","events":["a"],"since":1}`, "INVALID_SYNTAX"},
+		{"since an object", `{"authentication":"` + good + `","events":["a"],"since":{}}`, "INVALID_SYNTAX"},
+		{"since null is absent", `{"authentication":"` + good + `","events":["a"],"since":null}`, "OK"},
 		{"ok duplicates within limit", initMsg(good, "a", "a", "b", "b", "c"), "OK"},
 	}
 	for _, tc := range cases {
@@ -56,7 +59,7 @@ func TestFailedInitGetsNothingThenRetrySubscribes(t *testing.T) {
 	s.publish("a", `1`) // must not reach c
 	require.Equal(t, `{"type":"init","code":"OK"}`, sendInit(t, c, initMsg("Basic "+testToken, "a")))
 	s.publish("a", `2`)
-	require.Equal(t, eventJSON("a", `2`), readText(t, c))
+	require.Equal(t, eventJSON("a", `2`), readEvent(t, c))
 }
 
 func TestLaterInitAddsEvents(t *testing.T) {
@@ -68,8 +71,8 @@ func TestLaterInitAddsEvents(t *testing.T) {
 	s.publish("a", `1`)
 	s.publish("c", `2`)
 	s.publish("b", `3`)
-	require.Equal(t, eventJSON("a", `1`), readText(t, c))
-	require.Equal(t, eventJSON("b", `3`), readText(t, c))
+	require.Equal(t, eventJSON("a", `1`), readEvent(t, c))
+	require.Equal(t, eventJSON("b", `3`), readEvent(t, c))
 }
 
 func TestDeliveryIsByteExact(t *testing.T) {
@@ -84,16 +87,16 @@ func TestDeliveryIsByteExact(t *testing.T) {
 		s.publish("e", d)
 	}
 	for _, d := range datas {
-		require.Equal(t, eventJSON("e", d), readText(t, c))
+		require.Equal(t, eventJSON("e", d), readEvent(t, c))
 	}
 	// No data at all is delivered as null.
 	status, _ := s.post("Basic "+testToken, `{"event":"e"}`)
 	require.Equal(t, 200, status)
-	require.Equal(t, `{"type":"event","event":"e","data":null}`, readText(t, c))
+	require.Equal(t, `{"type":"event","id":"ID","event":"e","data":null}`, readEvent(t, c))
 	// Whitespace around data is not part of the value.
 	status, _ = s.post("Basic "+testToken, "{\"event\":\"e\",\"data\":\n  {\"a\":1}  \n}")
 	require.Equal(t, 200, status)
-	require.Equal(t, `{"type":"event","event":"e","data":{"a":1}}`, readText(t, c))
+	require.Equal(t, `{"type":"event","id":"ID","event":"e","data":{"a":1}}`, readEvent(t, c))
 }
 
 func TestEventNamesAreEncodedAsJSONStringify(t *testing.T) {
@@ -116,7 +119,7 @@ func TestEventNamesAreEncodedAsJSONStringify(t *testing.T) {
 			c := s.subscribe(name)
 			status, resp := s.post("Basic "+testToken, `{"event":`+tc.posted+`,"data":1}`)
 			require.Equal(t, 200, status, resp)
-			require.Equal(t, `{"type":"event","event":`+tc.frameName+`,"data":1}`, readText(t, c))
+			require.Equal(t, `{"type":"event","id":"ID","event":`+tc.frameName+`,"data":1}`, readEvent(t, c))
 		})
 	}
 }
@@ -127,8 +130,8 @@ func TestDuplicateNamesDeliverOnce(t *testing.T) {
 	require.Equal(t, `{"type":"init","code":"OK"}`, sendInit(t, c, initMsg("Basic "+testToken, "a")))
 	s.publish("a", `1`)
 	s.publish("b", `2`)
-	require.Equal(t, eventJSON("a", `1`), readText(t, c))
-	require.Equal(t, eventJSON("b", `2`), readText(t, c), "a was delivered twice")
+	require.Equal(t, eventJSON("a", `1`), readEvent(t, c))
+	require.Equal(t, eventJSON("b", `2`), readEvent(t, c), "a was delivered twice")
 }
 
 func TestOrderIsTheSameForEverySubscriber(t *testing.T) {
@@ -220,7 +223,7 @@ func TestProtocolViolationsAreClosedWith1002(t *testing.T) {
 	// The server is unharmed.
 	other := s.subscribe("a")
 	s.publish("a", `1`)
-	require.Equal(t, eventJSON("a", `1`), readText(t, other))
+	require.Equal(t, eventJSON("a", `1`), readEvent(t, other))
 }
 
 func TestPeerCloseIsAnswered(t *testing.T) {
@@ -258,7 +261,11 @@ func TestTokenPermissionsAreEnforced(t *testing.T) {
 	for _, tc := range publishCases {
 		status, body := s.post("Basic "+tc.token, `{"event":"`+tc.event+`"}`)
 		assert.Equal(t, tc.status, status, "%s publishes %s", tc.token[:9], tc.event)
-		assert.Equal(t, `{"code":"`+tc.code+`"}`, body)
+		want := `{"code":"` + tc.code + `"}`
+		if tc.code == "OK" {
+			want = `{"code":"OK","id":"ID"}`
+		}
+		assert.Equal(t, want, anyID(body))
 	}
 	subscribeCases := []struct {
 		token  string
@@ -283,7 +290,7 @@ func TestTokenPermissionsAreEnforced(t *testing.T) {
 	require.Equal(t, `{"type":"init","code":"OK"}`, sendInit(t, c, initMsg("Basic "+sub, "order.created")))
 	s.publish("user.1", `1`)
 	s.publish("order.created", `2`)
-	require.Equal(t, eventJSON("order.created", `2`), readText(t, c))
+	require.Equal(t, eventJSON("order.created", `2`), readEvent(t, c))
 }
 
 func TestRunTimeSubscribeAndUnsubscribe(t *testing.T) {
@@ -309,12 +316,12 @@ func TestRunTimeSubscribeAndUnsubscribe(t *testing.T) {
 		require.Equal(t, tc.reply, sendInit(t, c, tc.msg), tc.msg)
 	}
 	s.publish("b", `1`)
-	require.Equal(t, eventJSON("b", `1`), readText(t, c), "subscribe takes effect for the next event")
+	require.Equal(t, eventJSON("b", `1`), readEvent(t, c), "subscribe takes effect for the next event")
 
 	require.Equal(t, `{"type":"unsubscribe","code":"OK"}`, sendInit(t, c, `{"type":"unsubscribe","events":["a","never"]}`))
 	s.publish("a", `2`)
 	s.publish("b", `3`)
-	require.Equal(t, eventJSON("b", `3`), readText(t, c), "unsubscribe takes effect for the next event")
+	require.Equal(t, eventJSON("b", `3`), readEvent(t, c), "unsubscribe takes effect for the next event")
 
 	// Subscribes are checked against the permissions of the last init.
 	d := s.dial()
@@ -323,5 +330,5 @@ func TestRunTimeSubscribeAndUnsubscribe(t *testing.T) {
 	require.Equal(t, `{"type":"subscribe","code":"OK"}`, sendInit(t, d, `{"type":"subscribe","events":["job.1"]}`))
 	s.publish("other", `4`)
 	s.publish("job.1", `5`)
-	require.Equal(t, eventJSON("job.1", `5`), readText(t, d))
+	require.Equal(t, eventJSON("job.1", `5`), readEvent(t, d))
 }

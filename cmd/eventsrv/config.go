@@ -43,6 +43,10 @@ type config struct {
 	MaxSubscriptions int   `env:"MAX_SUBSCRIPTIONS" envDefault:"1000"`
 	QueueMaxBytes    int   `env:"QUEUE_MAX_BYTES" envDefault:"4194304"`
 
+	HistorySize     int           `env:"HISTORY_SIZE" envDefault:"1000"`
+	HistoryTTL      time.Duration `env:"HISTORY_TTL" envDefault:"5m"`
+	HistoryMaxBytes int           `env:"HISTORY_MAX_BYTES" envDefault:"67108864"`
+
 	PingInterval      time.Duration `env:"PING_INTERVAL" envDefault:"25s"`
 	WriteTimeout      time.Duration `env:"WRITE_TIMEOUT" envDefault:"10s"`
 	InitTimeout       time.Duration `env:"INIT_TIMEOUT" envDefault:"30s"`
@@ -135,6 +139,9 @@ func (c config) validate() error {
 	_, err := cors.Parse(c.CORSAllowedOrigins)
 	check(err == nil, "CORS_ALLOWED_ORIGINS", "%v", err)
 	check(c.ShutdownDelay >= 0, "SHUTDOWN_DELAY", "must not be negative")
+	check(c.HistorySize >= 0, "HISTORY_SIZE", "must not be negative (0 keeps no history)")
+	check(c.HistoryTTL >= 0, "HISTORY_TTL", "must not be negative (0: no age limit)")
+	check(c.HistoryMaxBytes >= 0, "HISTORY_MAX_BYTES", "must not be negative (0: no byte limit)")
 	mode, err2 := strconv.ParseUint(c.ListenSocketMode, 8, 32)
 	check(err2 == nil && mode <= 0o777, "LISTEN_SOCKET_MODE", "%q is not an octal file mode like 0660", c.ListenSocketMode)
 	check(c.LogFormat == "text" || c.LogFormat == "json", "LOG_FORMAT", "%q is neither text nor json", c.LogFormat)

@@ -126,14 +126,26 @@ func (s *server) do(method, path, auth, body string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// publish posts an event and requires OK.
-func (s *server) publish(event, data string) {
+// publish posts an event, requires OK and returns the event's ID.
+func (s *server) publish(event, data string) string {
 	s.t.Helper()
 	body := `{"event":` + jsonString(event) + `,"data":` + data + `}`
 	status, resp := s.post("Basic "+testToken, body)
 	require.Equal(s.t, http.StatusOK, status, resp)
-	require.Equal(s.t, `{"code":"OK"}`, resp)
+	m := okAnswer.FindStringSubmatch(resp)
+	require.NotNil(s.t, m, "answer %s", resp)
+	return m[1]
 }
+
+// okAnswer is POST /event's OK, with the event's ID.
+var okAnswer = regexp.MustCompile(`^\{"code":"OK","id":"([1-9][0-9]*-[1-9][0-9]*)"\}$`)
+
+// idField is an event ID inside a frame or an answer.
+var idField = regexp.MustCompile(`"id":"[1-9][0-9]*-(0|[1-9][0-9]*)"`)
+
+// anyID writes every event ID in s as "ID", so that tests compare frames
+// byte for byte apart from IDs, which the resume tests check themselves.
+func anyID(s string) string { return idField.ReplaceAllString(s, `"id":"ID"`) }
 
 // dial opens a WebSocket to the broadcast server.
 func (s *server) dial() *websocket.Conn {
@@ -194,9 +206,16 @@ func readClose(t *testing.T, c *websocket.Conn) *websocket.CloseError {
 	}
 }
 
-// eventJSON is the exact frame a subscriber receives.
+// eventJSON is the exact frame a subscriber receives, its ID written as
+// anyID writes it.
 func eventJSON(event, data string) string {
-	return `{"type":"event","event":` + jsonString(event) + `,"data":` + data + `}`
+	return `{"type":"event","id":"ID","event":` + jsonString(event) + `,"data":` + data + `}`
+}
+
+// readEvent reads one text message, its ID written as "ID" (see anyID).
+func readEvent(t *testing.T, c *websocket.Conn) string {
+	t.Helper()
+	return anyID(readText(t, c))
 }
 
 // jsonString quotes s as JSON; for the names tests use in expected frames

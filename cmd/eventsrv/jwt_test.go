@@ -35,7 +35,7 @@ func TestBearerTokens(t *testing.T) {
 	require.Equal(t, `{"type":"init","code":"OK"}`, sendInit(t, c, initMsg("Bearer "+reader, "job.1")))
 	status, body := s.post("Bearer "+writer, `{"event":"job.1","data":"done"}`)
 	require.Equal(t, 200, status, body)
-	require.Equal(t, eventJSON("job.1", `"done"`), readText(t, c))
+	require.Equal(t, eventJSON("job.1", `"done"`), readEvent(t, c))
 
 	status, body = s.post("Bearer "+reader, `{"event":"job.1"}`)
 	assert.Equal(t, 403, status)

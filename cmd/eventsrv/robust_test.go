@@ -48,7 +48,7 @@ func TestSubscribersClosingDuringBurst(t *testing.T) {
 		}
 	}
 	for i := range events {
-		require.Equal(t, eventJSON("burst", fmt.Sprint(i)), readText(t, stayer))
+		require.Equal(t, eventJSON("burst", fmt.Sprint(i)), readEvent(t, stayer))
 	}
 	wg.Wait()
 	// Every leaver was removed from the hub.
@@ -140,7 +140,7 @@ func TestMessageTooBig(t *testing.T) {
 	// The server is unharmed.
 	other := s.subscribe("a")
 	s.publish("a", `1`)
-	require.Equal(t, eventJSON("a", `1`), readText(t, other))
+	require.Equal(t, eventJSON("a", `1`), readEvent(t, other))
 }
 
 func TestClientPingIsAnswered(t *testing.T) {
@@ -189,7 +189,7 @@ func TestGracefulShutdown(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, string(reply[:n]), "200 OK")
 	// The late event still reached the subscriber, before the close.
-	require.Equal(t, eventJSON("a", `"late"`), readText(t, c))
+	require.Equal(t, eventJSON("a", `"late"`), readEvent(t, c))
 
 	ce := readClose(t, c)
 	assert.Equal(t, websocket.CloseGoingAway, ce.Code)
@@ -234,11 +234,11 @@ func TestWriteDeadlineDoesNotOutliveItsWrite(t *testing.T) {
 	c := s.subscribe("a")
 	big := `"` + strings.Repeat("x", 100<<10) + `"`
 	s.publish("a", big)
-	require.Equal(t, eventJSON("a", big), readText(t, c))
+	require.Equal(t, eventJSON("a", big), readEvent(t, c))
 	// Keep publishing until well past the deadline of that write.
 	for start, i := time.Now(), 0; time.Since(start) < 500*time.Millisecond; i++ {
 		s.publish("a", fmt.Sprint(i))
-		require.Equal(t, eventJSON("a", fmt.Sprint(i)), readText(t, c))
+		require.Equal(t, eventJSON("a", fmt.Sprint(i)), readEvent(t, c))
 	}
 	assert.NotContains(t, s.logs.String(), "write failed")
 }

@@ -25,6 +25,7 @@ import (
 	"eventsrv/admin"
 	"eventsrv/auth"
 	"eventsrv/broadcast"
+	"eventsrv/history"
 	"eventsrv/internal/cors"
 	"eventsrv/internal/jsonhttp"
 	"eventsrv/listen"
@@ -103,6 +104,12 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		authn.WithJWT(v)
 	}
 	origins, _ := cors.Parse(cfg.CORSAllowedOrigins) // validated with the configuration
+	var hist broadcast.History
+	if cfg.HistorySize > 0 {
+		mem := history.NewMemory(history.Limits{Size: cfg.HistorySize, TTL: cfg.HistoryTTL, MaxBytes: cfg.HistoryMaxBytes})
+		m.WatchHistory(mem)
+		hist = mem
+	}
 	hub := broadcast.NewHub(authn, broadcast.Options{
 		QueueMaxBytes:    cfg.QueueMaxBytes,
 		WriteTimeout:     cfg.WriteTimeout,
@@ -113,6 +120,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		Log:              log,
 		Metrics:          m,
 		CheckOrigin:      origins.Allowed,
+		History:          hist,
 	})
 	m.WatchHub(hub)
 	listenOpts := listen.Options{MaxBodyBytes: cfg.MaxBodyBytes, Log: log, Metrics: m}

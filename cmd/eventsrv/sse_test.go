@@ -18,6 +18,8 @@ type sseStream struct {
 	t    *testing.T
 	resp *http.Response
 	br   *bufio.Reader
+	// lastID is the last "id:" field read, as EventSource keeps it.
+	lastID string
 }
 
 // openSSE GETs /events with query and header; it requires 200.
@@ -62,6 +64,8 @@ func (st *sseStream) next() (event, data string, comments []string) {
 		case line == "":
 		case strings.HasPrefix(line, ":"):
 			comments = append(comments, line)
+		case strings.HasPrefix(line, "id: "):
+			st.lastID = strings.TrimPrefix(line, "id: ")
 		case strings.HasPrefix(line, "event: "):
 			event = strings.TrimPrefix(line, "event: ")
 		case strings.HasPrefix(line, "data: "):
@@ -98,8 +102,14 @@ func TestSSEPingsAreComments(t *testing.T) {
 	s := startServer(t, map[string]string{"PING_INTERVAL": "50ms"})
 	st := s.openSSE("event=a", http.Header{"Authorization": {"Basic " + testToken}})
 	// Publish only after some pings have surely been sent: wait for them
-	// in the stream itself.
+	// in the stream itself, after the stream's position.
 	line, err := st.br.ReadString('\n')
+	require.NoError(t, err)
+	assert.Regexp(t, `^id: [1-9][0-9]*-0\n$`, line)
+	line, err = st.br.ReadString('\n')
+	require.NoError(t, err)
+	assert.Equal(t, "\n", line)
+	line, err = st.br.ReadString('\n')
 	require.NoError(t, err)
 	assert.Equal(t, ": ping\n", line)
 	s.publish("a", `1`)

@@ -1,0 +1,81 @@
+package history
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// contents returns q's elements, front first.
+func contents[T any](q *deque[T]) []T {
+	out := make([]T, 0, q.len())
+	for i := range q.len() {
+		out = append(out, q.at(i))
+	}
+	return out
+}
+
+func TestDequeWrapsAndGrows(t *testing.T) {
+	var q deque[int]
+	var want []int
+	next := 0
+	// Interleave pushes and pops so that the ring wraps before it grows.
+	for round := range 50 {
+		for range round%7 + 2 {
+			q.pushBack(next)
+			want = append(want, next)
+			next++
+		}
+		for range round % 5 {
+			require.Equal(t, want[0], q.front())
+			require.Equal(t, want[0], q.popFront())
+			want = want[1:]
+		}
+		require.Equal(t, len(want), q.len())
+		require.Equal(t, want, contents(&q))
+	}
+}
+
+func TestDequeShrinksWhenMostlyEmpty(t *testing.T) {
+	var q deque[int]
+	for i := range 1000 {
+		q.pushBack(i)
+	}
+	require.Equal(t, 1024, len(q.buf))
+	for range 990 {
+		q.popFront()
+	}
+	require.LessOrEqual(t, len(q.buf), 64, "a drained buffer gives its memory back")
+	require.Equal(t, []int{990, 991, 992, 993, 994, 995, 996, 997, 998, 999}, contents(&q))
+	for q.len() > 0 {
+		q.popFront()
+	}
+	require.Equal(t, minDequeCap, len(q.buf))
+}
+
+func TestDequeFilter(t *testing.T) {
+	var q deque[int]
+	for i := range 12 {
+		q.pushBack(i)
+	}
+	for range 6 {
+		q.popFront() // move the head so that the filter crosses the wrap
+	}
+	for i := 12; i < 200; i++ {
+		q.pushBack(i)
+	}
+	q.filter(func(v int) bool { return v%10 == 0 })
+	want := []int{10}
+	for v := 20; v < 200; v += 10 {
+		want = append(want, v)
+	}
+	require.Equal(t, want, contents(&q))
+	require.LessOrEqual(t, len(q.buf), 64, "filtering most elements away shrinks the buffer")
+	q.pushBack(200)
+	require.Equal(t, 200, q.at(q.len()-1))
+
+	q.filter(func(int) bool { return false })
+	require.Zero(t, q.len())
+	q.pushBack(1)
+	require.Equal(t, []int{1}, contents(&q))
+}
