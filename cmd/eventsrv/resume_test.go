@@ -339,3 +339,79 @@ func nilIfEmpty(s []string) []string {
 	}
 	return s
 }
+
+// TestResumeUnderLoad: subscribers that drop and resume again and again
+// while four publishers post as fast as they can. All events go to one
+// name, so a subscriber must see every sequence number exactly once, in
+// order: each ID's sequence is the last one's plus one, across every seam.
+func TestResumeUnderLoad(t *testing.T) {
+	const (
+		publishers = 4
+		perPub     = 400
+		subs       = 4
+		drops      = 8
+	)
+	s := startServer(t, map[string]string{"HISTORY_SIZE": "10000"})
+	start := make(chan struct{})
+	var pubs sync.WaitGroup
+	for p := range publishers {
+		pubs.Go(func() {
+			<-start
+			for i := range perPub {
+				status, body := s.post("Basic "+testToken, fmt.Sprintf(`{"event":"load","data":[%d,%d]}`, p, i))
+				if !assert.Equal(t, http.StatusOK, status, body) {
+					return
+				}
+			}
+		})
+	}
+	total := uint64(publishers * perPub)
+	var subscribed, wg sync.WaitGroup
+	subscribed.Add(subs)
+	go func() { subscribed.Wait(); close(start) }() // publishing begins once all are live
+	for range subs {
+		wg.Go(func() {
+			c := s.dial()
+			_, reply := resume(t, c, resumeMsg("", "load"))
+			subscribed.Done()
+			last := reply.ID
+			next := seqOf(t, last) + 1
+			seen, dropAt := uint64(0), total/drops
+			for d := 0; seen < total; {
+				if d < drops && seen >= dropAt {
+					d++
+					dropAt += total / drops
+					require.NoError(t, c.Close())
+					c = s.dial()
+					replayed, reply := resume(t, c, resumeMsg(last, "load"))
+					require.True(t, *reply.Recovered)
+					for _, e := range replayed {
+						require.Equal(t, next, seqOf(t, e.ID), "replay after drop %d", d)
+						next++
+						seen++
+						last = e.ID
+					}
+					require.Equal(t, seqOf(t, reply.ID)+1, next, "the reply's position is the last replayed event")
+					last = maxID(t, last, reply.ID)
+					continue
+				}
+				e := readDelivery(t, c)
+				require.Equal(t, next, seqOf(t, e.ID), "live after drop %d", d)
+				next++
+				seen++
+				last = e.ID
+			}
+			assert.Equal(t, total, seen)
+		})
+	}
+	wg.Wait()
+	pubs.Wait()
+}
+
+// maxID returns the later of two IDs of this server.
+func maxID(t *testing.T, a, b string) string {
+	if seqOf(t, b) > seqOf(t, a) {
+		return b
+	}
+	return a
+}
