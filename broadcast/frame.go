@@ -57,7 +57,7 @@ func textFrame(payload []byte) []byte {
 // verbatim; it was validated as JSON by the publisher's side. The ID comes
 // after the type so that the frame still begins as the old service's did.
 func eventFrame(id history.ID, name string, data []byte) []byte {
-	size := len(`{"type":"event","id":"","event":,"data":}`) + maxIDLen + len(name) + 2 + len(data)
+	size := len(`{"type":"event","id":"","event":,"data":}`) + history.MaxIDLen + len(name) + 2 + len(data)
 	return newFrame(opText, size, func(b []byte) []byte {
 		b = append(b, `{"type":"event","id":"`...)
 		b = id.AppendTo(b)
@@ -68,9 +68,6 @@ func eventFrame(id history.ID, name string, data []byte) []byte {
 		return append(b, '}')
 	})
 }
-
-// maxIDLen is the longest wire form of an ID: two 20-digit numbers and '-'.
-const maxIDLen = 41
 
 // eventData returns the data inside a frame built by eventFrame, without
 // copying: the history keeps the frame and reads the data from it (and,

@@ -33,8 +33,9 @@ type Init struct {
 // ParseInit parses {"authentication":"<scheme> <token>","events":["a","b"]},
 // and {"type":"subscribe"|"unsubscribe","events":[...]}, each with an
 // optional "since":"<event ID>" (null is the same as absent; another
-// non-string is ErrInvalidSyntax). With
-// ErrEventsMissing the returned Init still carries the type.
+// non-string is ErrInvalidSyntax). With ErrEventsMissing, or a since that is
+// not a string, the returned Init still carries the type, so that the reply
+// can name it.
 // Keys match exactly and a repeated key keeps its last value, as JSON.parse
 // did in the service this replaces. Other keys are ignored, so that clients
 // written for later protocol versions still subscribe.

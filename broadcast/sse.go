@@ -29,7 +29,7 @@ var ssePing = []byte(": ping\n\n")
 // data as "data:" lines (a line break inside the JSON, which can only be
 // white space, becomes a line of its own; EventSource joins them with "\n").
 func sseEventFrame(id history.ID, name string, data []byte) []byte {
-	b := make([]byte, 0, len("id: \nevent: \n\n")+maxIDLen+len(name)+len(data)+8)
+	b := make([]byte, 0, len("id: \nevent: \n\n")+history.MaxIDLen+len(name)+len(data)+8)
 	b = append(b, "id: "...)
 	b = id.AppendTo(b)
 	b = append(b, "\nevent: "...)

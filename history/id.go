@@ -24,15 +24,16 @@ import (
 // position before the first event.
 type ID struct{ Epoch, Seq uint64 }
 
-// maxIDLen is the longest wire form: two 20-digit uint64s and the dash.
+// MaxIDLen is the longest wire form: two 20-digit uint64s and the dash;
+// writers size their buffers by it.
 // ParseID rejects anything longer before looking at it, so that a client
 // cannot make it do more than a fixed amount of work.
-const maxIDLen = 20 + 1 + 20
+const MaxIDLen = 20 + 1 + 20
 
 // String is the wire form "<epoch>-<seq>", both in decimal, e.g.
 // "1795425601234-42".
 func (id ID) String() string {
-	var buf [maxIDLen]byte
+	var buf [MaxIDLen]byte
 	return string(id.AppendTo(buf[:0]))
 }
 
@@ -54,9 +55,9 @@ var ErrInvalidID = errors.New("invalid event ID")
 // form canonical: for every s that parses, ParseID(s).String() == s, so an
 // ID can be compared or logged as a string. Anything else returns an error
 // wrapping ErrInvalidID. The input comes from clients: ParseID never panics
-// and looks at no more than maxIDLen bytes.
+// and looks at no more than MaxIDLen bytes.
 func ParseID(s string) (ID, error) {
-	if len(s) > maxIDLen {
+	if len(s) > MaxIDLen {
 		return ID{}, fmt.Errorf("%w: %d bytes, longer than any ID", ErrInvalidID, len(s))
 	}
 	epochPart, seqPart, found := strings.Cut(s, "-")
