@@ -52,13 +52,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeCode(w, http.StatusUpgradeRequired, "UPGRADE_REQUIRED")
 		return
 	}
-	if h.closing.Load() {
-		writeCode(w, http.StatusServiceUnavailable, "SHUTTING_DOWN")
-		return
-	}
-	if h.opts.CheckOrigin != nil && !h.opts.CheckOrigin(r.Header.Get("Origin")) {
-		h.opts.Log.Info("websocket refused", "remote", r.RemoteAddr, "code", "FORBIDDEN_ORIGIN")
-		writeCode(w, http.StatusForbidden, "FORBIDDEN_ORIGIN")
+	if h.refuse(w, r, "websocket") {
 		return
 	}
 	lw := &lockingWriter{ResponseWriter: w}
@@ -75,6 +69,22 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c.setupReader()
 	h.startReading(c)
+}
+
+// refuse answers a new subscriber that cannot be served, while the hub
+// shuts down or from a browser origin not allowed, and reports whether it
+// did. Both transports ask it first.
+func (h *Hub) refuse(w http.ResponseWriter, r *http.Request, transport string) bool {
+	if h.closing.Load() {
+		writeCode(w, http.StatusServiceUnavailable, "SHUTTING_DOWN")
+		return true
+	}
+	if h.opts.CheckOrigin != nil && !h.opts.CheckOrigin(r.Header.Get("Origin")) {
+		h.opts.Log.Info(transport+" refused", "remote", r.RemoteAddr, "code", "FORBIDDEN_ORIGIN")
+		writeCode(w, http.StatusForbidden, "FORBIDDEN_ORIGIN")
+		return true
+	}
+	return false
 }
 
 // newSubscriber makes the client of a hijacked connection: an ID for the

@@ -85,12 +85,7 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeCode(w, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED")
 		return
 	}
-	if h.closing.Load() {
-		writeCode(w, http.StatusServiceUnavailable, "SHUTTING_DOWN")
-		return
-	}
-	if h.opts.CheckOrigin != nil && !h.opts.CheckOrigin(r.Header.Get("Origin")) {
-		writeCode(w, http.StatusForbidden, "FORBIDDEN_ORIGIN")
+	if h.refuse(w, r, "sse") {
 		return
 	}
 	q := r.URL.Query()

@@ -118,12 +118,27 @@ func (s *server) do(method, path, auth, body string) (int, string) {
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
+	return s.roundTrip(req)
+}
+
+// roundTrip sends req and returns the status and body.
+func (s *server) roundTrip(req *http.Request) (int, string) {
+	s.t.Helper()
 	resp, err := s.http.Do(req)
 	require.NoError(s.t, err)
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(s.t, err)
 	return resp.StatusCode, string(b)
+}
+
+// requireServes checks that the server still delivers to a new subscriber,
+// after a test has thrown something bad at it.
+func (s *server) requireServes() {
+	s.t.Helper()
+	c := s.subscribe("a")
+	s.publish("a", `1`)
+	require.Equal(s.t, eventJSON("a", `1`), readEvent(s.t, c))
 }
 
 // publish posts an event, requires OK and returns the event's ID.
@@ -295,12 +310,9 @@ func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) 
 // get fetches url and returns the status and body.
 func (s *server) get(url string) (int, string) {
 	s.t.Helper()
-	resp, err := s.http.Get(url)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
 	require.NoError(s.t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(s.t, err)
-	return resp.StatusCode, string(b)
+	return s.roundTrip(req)
 }
 
 func writeFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o600) }
