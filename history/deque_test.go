@@ -79,3 +79,37 @@ func TestDequeFilter(t *testing.T) {
 	q.pushBack(1)
 	require.Equal(t, []int{1}, contents(&q))
 }
+
+// TestDequeFilterAcrossTheWrap filters a ring whose elements really wrap
+// around the end of its buffer: the front sits near the end and the back
+// has wrapped to the start, with no push since growing it, so head is not
+// reset by a resize.
+func TestDequeFilterAcrossTheWrap(t *testing.T) {
+	var q deque[int]
+	for i := 1; i <= 16; i++ {
+		q.pushBack(i)
+	}
+	require.Len(t, q.buf, 16)
+	for range 10 {
+		q.popFront()
+	}
+	require.Len(t, q.buf, 16, "six left of sixteen is not mostly empty")
+	for i := 17; i <= 26; i++ {
+		q.pushBack(i) // 11..16 at buf[10:16], then 17..26 wrap to buf[0:10]
+	}
+	require.Len(t, q.buf, 16, "the ring is full, not grown")
+	require.Equal(t, 10, q.head)
+
+	q.filter(func(v int) bool { return v%3 != 0 })
+	want := []int{11, 13, 14, 16, 17, 19, 20, 22, 23, 25, 26}
+	require.Equal(t, want, contents(&q))
+	require.Equal(t, 10, q.head, "eleven of sixteen kept: no resize")
+	// The freed slots, the last five after the kept ones, are zeroed so that
+	// the ring does not keep what it dropped alive.
+	for i := len(want); i < len(q.buf); i++ {
+		require.Zero(t, q.buf[(q.head+i)&(len(q.buf)-1)], "slot %d after the kept elements", i)
+	}
+	for _, v := range want {
+		require.Equal(t, v, q.popFront())
+	}
+}

@@ -492,3 +492,94 @@ func TestMemoryAgainstModel(t *testing.T) {
 		})
 	}
 }
+
+// requireCounts checks that the store's counters agree with what its queues
+// hold: events and bytes with the records, tombstones with the store-wide
+// queue.
+func requireCounts(t *testing.T, m *Memory) {
+	t.Helper()
+	events, bytes, tombstones := 0, 0, 0
+	for _, rec := range m.names {
+		for i := range rec.events.len() {
+			events++
+			bytes += eventSize(rec.event(i))
+		}
+	}
+	for i := range m.all.len() {
+		if isTombstone(m.all.at(i)) {
+			tombstones++
+		}
+	}
+	require.Equal(t, events, m.events, "events")
+	require.Equal(t, bytes, m.bytes, "bytes")
+	require.Equal(t, tombstones, m.tombstones, "tombstones")
+	require.Equal(t, m.events+m.tombstones, m.all.len(), "every ref is a live event or a tombstone")
+}
+
+// TestMemoryCompaction pins when the store-wide queue is compacted: once
+// tombstones reach minCompaction and outnumber the live events, not one
+// append earlier or later. A name appended first and never again keeps
+// the queue's front live, so that only compaction reclaims tombstones.
+func TestMemoryCompaction(t *testing.T) {
+	for _, live := range []int{2, minCompaction - 1, minCompaction, minCompaction + 1, 3 * minCompaction} {
+		t.Run(fmt.Sprint(live, " live"), func(t *testing.T) {
+			m := NewMemory(Limits{Size: 1})
+			seq := uint64(0)
+			for i := range live - 1 {
+				seq++
+				m.Append(event(seq, fmt.Sprint("pinned", i), 10))
+			}
+			seq++
+			m.Append(event(seq, "busy", 10))
+			requireCounts(t, m)
+			require.Equal(t, live, m.events)
+			require.Zero(t, m.tombstones)
+
+			// Compaction comes at the first append that leaves this many
+			// tombstones.
+			trigger := max(minCompaction, live+1)
+			for round := range 3 {
+				for k := 1; k <= trigger; k++ {
+					seq++
+					m.Append(event(seq, "busy", 10))
+					if k < trigger {
+						require.Equal(t, k, m.tombstones, "round %d: %d appends to busy, no compaction yet", round, k)
+						require.Equal(t, live+k, m.all.len())
+					} else {
+						require.Zero(t, m.tombstones, "round %d: compacted at %d tombstones", round, k)
+						require.Equal(t, live, m.all.len())
+					}
+					require.Equal(t, live, m.events)
+					requireCounts(t, m)
+				}
+			}
+			events, complete := m.Since([]string{"busy", "pinned0"}, 0)
+			require.Equal(t, []uint64{1, seq}, seqs(events))
+			require.False(t, complete, "busy dropped events")
+		})
+	}
+}
+
+// TestMemoryTombstonesAtTheFront checks the counters when tombstones reach
+// the front of the store-wide queue and leave it one by one, without a
+// compaction: a pinned event at the front expires by MaxBytes, and the
+// tombstones behind it go with it.
+func TestMemoryTombstonesAtTheFront(t *testing.T) {
+	m := NewMemory(Limits{Size: 1, MaxBytes: 3 * eventSize(event(0, "a", 10))})
+	m.Append(event(1, "a", 10))
+	for seq := uint64(2); seq <= 20; seq++ {
+		m.Append(event(seq, "b", 10))
+		requireCounts(t, m)
+	}
+	require.Equal(t, 18, m.tombstones)
+	require.Equal(t, 20, m.all.len())
+	// Two more names: the fourth kept event overflows MaxBytes and drops
+	// "a", and the tombstones of "b" then lead the queue and leave it.
+	m.Append(event(21, "c", 10))
+	requireCounts(t, m)
+	m.Append(event(22, "d", 10))
+	requireCounts(t, m)
+	require.Zero(t, m.tombstones)
+	require.Equal(t, 3, m.events)
+	requireSince(t, m, []string{"a", "b", "c", "d"}, 0, []uint64{20, 21, 22}, false)
+}
