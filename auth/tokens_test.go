@@ -75,6 +75,28 @@ func TestParseTokens(t *testing.T) {
 			wantLen: 2,
 		},
 		{
+			// A duplicate must skip only itself: every later line still counts.
+			name:    "duplicate before other tokens",
+			in:      tokB + "\n" + tokB + "\n" + tokC + "\n" + tokB + " admin\n" + tok16 + "\n",
+			want:    []string{tokB, tokC, tok16},
+			wantLen: 3,
+		},
+		{
+			// Only publish=, subscribe= and a bare admin are fields; anything
+			// else (a value on admin, none on publish) leaves the line out.
+			name: "unknown or malformed fields",
+			in: tokB + "1 foo=bar\n" + tokB + "2 admin=yes\n" + tokB + "3 publish\n" + tokB + "4 subscribe\n" +
+				tokB + "5 foo\n" + tokB + "6 =a\n" + tokB + "7 Publish=a\n" + tokC + " subscribe=a\n",
+			want:    []string{tokC},
+			notWant: []string{tokB + "1", tokB + "2", tokB + "3", tokB + "4", tokB + "5", tokB + "6", tokB + "7"},
+			wantLen: 1,
+			wantShort: []IgnoredLine{
+				{Line: 1, Reason: reasonBadField}, {Line: 2, Reason: reasonBadField}, {Line: 3, Reason: reasonBadField},
+				{Line: 4, Reason: reasonBadField}, {Line: 5, Reason: reasonBadField}, {Line: 6, Reason: reasonBadField},
+				{Line: 7, Reason: reasonBadField},
+			},
+		},
+		{
 			name:    "only comments",
 			in:      "# one\n# two\n#" + tokB + "\n",
 			notWant: []string{tokB},
@@ -312,3 +334,7 @@ func FuzzParsePatterns(f *testing.F) {
 		}
 	})
 }
+
+// reasonBadField is the reason of a line whose second field is not one of
+// publish=..., subscribe=... or admin.
+const reasonBadField = "field 2: not publish=..., subscribe=... or admin"
