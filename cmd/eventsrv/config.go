@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
+	"path/filepath"
 	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -16,63 +19,129 @@ import (
 	"eventsrv/internal/cors"
 )
 
-// config is every setting. Each is an environment variable; the README's
+// config is every setting. Each is an environment variable; its help tag
+// is its line in eventsrv help, which lists every field with its default,
+// so the help cannot drift from the code. Durations may carry min (refused
+// below) and warn (logged as a warning below) tags: validate and
+// warnConfig read them, and the help prints the minimum. Byte sizes are
+// tagged bytes, so that they take units (64KiB, 1MB); paths are tagged
+// path, so that the start-up log shows them absolute. The README's
 // configuration table lists the same names and defaults.
 type config struct {
-	BindAddress   string `env:"BIND_ADDRESS"`
-	ListenPort    int    `env:"LISTEN_PORT" envDefault:"8080"`
-	BroadcastPort int    `env:"BROADCAST_PORT" envDefault:"8081"`
+	BindAddress   string `env:"BIND_ADDRESS" help:"address both servers bind to, e.g. 127.0.0.1; unset: all interfaces"`
+	ListenPort    int    `env:"LISTEN_PORT" envDefault:"8080" help:"port of the listen server: POST /event, /admin/ (0: any free port, logged)"`
+	BroadcastPort int    `env:"BROADCAST_PORT" envDefault:"8081" help:"port of the broadcast server: WebSocket and Server-Sent Events subscribers"`
 
-	MetricsAddress     string `env:"METRICS_ADDRESS" envDefault:"127.0.0.1:8082"`
-	CORSAllowedOrigins string `env:"CORS_ALLOWED_ORIGINS"`
+	MetricsAddress     string `env:"METRICS_ADDRESS" envDefault:"127.0.0.1:8082" help:"host:port where GET /metrics is served; off: not served"`
+	CORSAllowedOrigins string `env:"CORS_ALLOWED_ORIGINS" help:"browser origins that may POST /event and subscribe, comma-separated (https://app.example.com), or *; unset: no CORS headers, so pages from other origins cannot read POST answers or use EventSource, while WebSockets are accepted from any origin"`
 
-	ListenSocket     string `env:"LISTEN_SOCKET"`
-	ListenSocketMode string `env:"LISTEN_SOCKET_MODE" envDefault:"0660"`
+	ListenSocket     string `env:"LISTEN_SOCKET" path:"true" help:"also serve POST /event on this UNIX socket, without tokens; unset: no socket"`
+	ListenSocketMode string `env:"LISTEN_SOCKET_MODE" envDefault:"0660" help:"the socket file's mode (octal): who may publish through it"`
 
-	TokensFile           string        `env:"TOKENS_FILE" envDefault:"tokens/tokens"`
-	JWTSecret            string        `env:"JWT_SECRET" secret:"true"`
-	JWTPublicKeyFile     string        `env:"JWT_PUBLIC_KEY_FILE"`
-	TokensReloadInterval time.Duration `env:"TOKENS_RELOAD_INTERVAL" envDefault:"2s"`
+	TokensFile       string `env:"TOKENS_FILE" envDefault:"tokens/tokens" path:"true" help:"tokens file, one token a line (eventsrv token makes one); created with one random token if missing"`
+	JWTSecret        string `env:"JWT_SECRET" secret:"true" help:"accept Bearer JWTs signed HS256 with this secret, 32 bytes or more (eventsrv secret makes one; eventsrv jwt needs the same); never logged"`
+	JWTPublicKeyFile string `env:"JWT_PUBLIC_KEY_FILE" path:"true" help:"accept Bearer JWTs signed RS256 or ES256/384/512 by this PEM public key's private key (not with JWT_SECRET)"`
+	// A reload is a stat of the file; 10ms is already thousands a minute.
+	TokensReloadInterval time.Duration `env:"TOKENS_RELOAD_INTERVAL" envDefault:"2s" min:"10ms" help:"how often the tokens file is checked for changes (SIGHUP rereads it at once)"`
 
-	HTTPSEnable bool   `env:"HTTPS_ENABLE" envDefault:"false"`
-	TLSCertFile string `env:"TLS_CERT_FILE" envDefault:"certs/cert.crt"`
-	TLSKeyFile  string `env:"TLS_KEY_FILE" envDefault:"certs/cert.key"`
+	HTTPSEnable bool   `env:"HTTPS_ENABLE" envDefault:"false" help:"serve the listen and broadcast ports over TLS 1.2+ (true/false, yes/no, on/off, 1/0)"`
+	TLSCertFile string `env:"TLS_CERT_FILE" envDefault:"certs/cert.crt" path:"true" help:"PEM certificate (chain) for HTTPS_ENABLE"`
+	TLSKeyFile  string `env:"TLS_KEY_FILE" envDefault:"certs/cert.key" path:"true" help:"PEM private key for HTTPS_ENABLE"`
 
-	MaxBodyBytes     int64 `env:"MAX_BODY_BYTES" envDefault:"1048576"`
-	MaxMessageBytes  int64 `env:"MAX_MESSAGE_BYTES" envDefault:"65536"`
-	MaxSubscriptions int   `env:"MAX_SUBSCRIPTIONS" envDefault:"1000"`
-	QueueMaxBytes    int   `env:"QUEUE_MAX_BYTES" envDefault:"4194304"`
+	MaxBodyBytes     int64 `env:"MAX_BODY_BYTES" envDefault:"1048576" bytes:"true" help:"largest POST /event body"`
+	MaxMessageBytes  int64 `env:"MAX_MESSAGE_BYTES" envDefault:"65536" bytes:"true" help:"largest message from a subscriber; at least 256"`
+	MaxSubscriptions int   `env:"MAX_SUBSCRIPTIONS" envDefault:"1000" help:"most event names one connection may subscribe to"`
+	QueueMaxBytes    int   `env:"QUEUE_MAX_BYTES" envDefault:"4194304" bytes:"true" help:"most bytes waiting for one subscriber before it is cut off as a slow consumer; more than MAX_BODY_BYTES"`
 
-	HistorySize     int           `env:"HISTORY_SIZE" envDefault:"1000"`
-	HistoryTTL      time.Duration `env:"HISTORY_TTL" envDefault:"5m"`
-	HistoryMaxBytes int           `env:"HISTORY_MAX_BYTES" envDefault:"67108864"`
+	HistorySize int `env:"HISTORY_SIZE" envDefault:"1000" help:"events kept per event name for subscribers that resume; 0 keeps none (events still get IDs)"`
+	// A positive TTL under a second outlives no reconnect; 0 means no limit.
+	HistoryTTL      time.Duration `env:"HISTORY_TTL" envDefault:"5m" min:"0s" warn:"1s" help:"events older than this are not kept for resume; 0: no age limit"`
+	HistoryMaxBytes int           `env:"HISTORY_MAX_BYTES" envDefault:"67108864" bytes:"true" help:"most bytes kept for resume in all, oldest dropped first; 0: no limit"`
 
-	PingInterval      time.Duration `env:"PING_INTERVAL" envDefault:"25s"`
-	WriteTimeout      time.Duration `env:"WRITE_TIMEOUT" envDefault:"10s"`
-	InitTimeout       time.Duration `env:"INIT_TIMEOUT" envDefault:"30s"`
-	ReadHeaderTimeout time.Duration `env:"READ_HEADER_TIMEOUT" envDefault:"5s"`
-	ReadTimeout       time.Duration `env:"READ_TIMEOUT" envDefault:"30s"`
-	IdleTimeout       time.Duration `env:"IDLE_TIMEOUT" envDefault:"120s"`
-	ShutdownTimeout   time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
-	ShutdownDelay     time.Duration `env:"SHUTDOWN_DELAY" envDefault:"0s"`
+	// Below 10ms pings, one frame per subscriber each, are most of the
+	// work, and a pong has 1.5 intervals to come back: under a second,
+	// clients on a slow network are cut off as ping timeouts.
+	PingInterval time.Duration `env:"PING_INTERVAL" envDefault:"25s" min:"10ms" warn:"1s" help:"how often subscribers are pinged; one silent for 1.5 intervals is closed"`
+	// Under a second a subscriber on a slow network is cut off mid-frame.
+	WriteTimeout time.Duration `env:"WRITE_TIMEOUT" envDefault:"10s" min:"10ms" warn:"1s" help:"longest a single write to a subscriber may take"`
+	// Under a second a client across the world cannot send its init.
+	InitTimeout time.Duration `env:"INIT_TIMEOUT" envDefault:"30s" min:"10ms" warn:"1s" help:"time a new WebSocket has to send a successful init"`
+	// The HTTP timeouts: under a second, clients on slow networks are
+	// refused; under 10ms no real request gets through.
+	ReadHeaderTimeout time.Duration `env:"READ_HEADER_TIMEOUT" envDefault:"5s" min:"10ms" warn:"1s" help:"time to read a request's headers (every server)"`
+	ReadTimeout       time.Duration `env:"READ_TIMEOUT" envDefault:"30s" min:"10ms" warn:"1s" help:"time to read a whole request and write its answer; subscribers' connections are exempt"`
+	// A short idle timeout only costs publishers new connections.
+	IdleTimeout time.Duration `env:"IDLE_TIMEOUT" envDefault:"120s" min:"10ms" help:"how long an idle keep-alive connection is kept"`
+	// Under a second, in-flight POSTs are cut at every stop.
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" min:"10ms" warn:"1s" help:"time for a graceful stop, after SHUTDOWN_DELAY, before connections are cut"`
+	ShutdownDelay   time.Duration `env:"SHUTDOWN_DELAY" envDefault:"0s" min:"0s" help:"time between /readyz turning 503 and the servers stopping, for load balancers to notice"`
 
-	LogFormat string     `env:"LOG_FORMAT" envDefault:"text"`
-	LogLevel  slog.Level `env:"LOG_LEVEL" envDefault:"info"`
+	LogFormat string     `env:"LOG_FORMAT" envDefault:"text" help:"text or json"`
+	LogLevel  slog.Level `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
+}
+
+// setting is one field of config as the environment sees it.
+type setting struct {
+	name     string // the variable
+	def      string // its default, as written in envDefault
+	hasDef   bool
+	help     string
+	field    reflect.StructField
+	min, low time.Duration // min and warn tags of a duration; 0 if none
+	hasMin   bool
+}
+
+// settings lists config's fields in order, read from their tags.
+func settings() []setting {
+	t := reflect.TypeFor[config]()
+	out := make([]setting, 0, t.NumField())
+	for i := range t.NumField() {
+		f := t.Field(i)
+		s := setting{name: f.Tag.Get("env"), help: f.Tag.Get("help"), field: f}
+		s.def, s.hasDef = f.Tag.Lookup("envDefault")
+		if v, ok := f.Tag.Lookup("min"); ok {
+			s.min, s.hasMin = mustDuration(v), true
+		}
+		if v, ok := f.Tag.Lookup("warn"); ok {
+			s.low = mustDuration(v)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// mustDuration reads a duration in a struct tag, which the tests check.
+func mustDuration(s string) time.Duration {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		panic(fmt.Sprintf("config: bad duration %q in a struct tag", s))
+	}
+	return d
 }
 
 // loadConfig reads the settings through getenv. An empty variable counts as
 // unset, so that `FOO= eventsrv` means the default, as in most tools.
+// Each value is checked, and brought to the form caarlos0/env parses
+// (sizes to bytes, booleans to true or false), before env parses it: every
+// error then names the variable, the value and what would be valid.
 func loadConfig(getenv func(string) string) (config, error) {
 	var cfg config
-	params, err := env.GetFieldParams(&cfg)
-	if err != nil {
-		return cfg, err
-	}
 	vars := make(map[string]string)
-	for _, p := range params {
-		if v := getenv(p.Key); v != "" {
-			vars[p.Key] = v
+	var errs []error
+	for _, s := range settings() {
+		v := getenv(s.name)
+		if v == "" {
+			continue
 		}
+		norm, err := s.normalize(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %q is not %w", s.name, v, err))
+			continue
+		}
+		vars[s.name] = norm
+	}
+	if len(errs) > 0 {
+		return cfg, errors.Join(errs...)
 	}
 	if err := env.ParseWithOptions(&cfg, env.Options{Environment: vars}); err != nil {
 		return cfg, namedEnvError(err)
@@ -80,8 +149,108 @@ func loadConfig(getenv func(string) string) (config, error) {
 	return cfg, cfg.validate()
 }
 
+// normalize checks a value of s and returns it in the form env parses.
+// Its error completes "NAME: "value" is not ...".
+func (s setting) normalize(v string) (string, error) {
+	switch {
+	case s.field.Tag.Get("bytes") == "true":
+		n, err := parseByteSize(v)
+		if err != nil {
+			return "", err
+		}
+		return strconv.FormatInt(n, 10), nil
+	case s.field.Type == reflect.TypeFor[bool]():
+		b, err := parseBool(v)
+		if err != nil {
+			return "", err
+		}
+		return strconv.FormatBool(b), nil
+	case s.field.Type == reflect.TypeFor[time.Duration]():
+		if _, err := parseDuration(v); err != nil {
+			return "", err
+		}
+	case s.field.Type == reflect.TypeFor[slog.Level]():
+		var l slog.Level
+		if l.UnmarshalText([]byte(v)) != nil {
+			return "", errors.New("a log level; use debug, info, warn or error")
+		}
+	case s.field.Type.Kind() == reflect.Int:
+		if _, err := strconv.Atoi(v); err != nil {
+			return "", errors.New("a whole number")
+		}
+	}
+	return v, nil
+}
+
+// parseDuration is time.ParseDuration with an error that completes
+// "NAME: "value" is not ..." and says what a duration looks like.
+func parseDuration(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err == nil {
+		return d, nil
+	}
+	if _, numErr := strconv.ParseFloat(v, 64); numErr == nil {
+		return 0, fmt.Errorf("a duration: the unit is missing (%ss? %sms?)", v, v)
+	}
+	return 0, errors.New("a duration; use a number with a unit: 500ms, 25s, 2m, 1h")
+}
+
+// parseBool reads a boolean setting: true/false, 1/0, yes/no, on/off, in
+// any case.
+func parseBool(v string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "true", "1", "yes", "on":
+		return true, nil
+	case "false", "0", "no", "off":
+		return false, nil
+	}
+	return false, errors.New("a boolean; use true or false (or 1/0, yes/no, on/off)")
+}
+
+// errByteSize completes "NAME: "value" is not ..." for sizes.
+var errByteSize = errors.New("a size; use a whole number of bytes, or one with a unit: KB, MB, GB (×1000) or KiB, MiB, GiB (×1024), e.g. 1MB or 64KiB")
+
+// parseByteSize reads a byte size: a whole number of bytes with an
+// optional unit, spaces allowed between ("64 KiB").
+func parseByteSize(v string) (int64, error) {
+	// SI (×1000) and binary (×1024) units, matched in any case; the
+	// longer suffixes first, since "b" ends them all.
+	units := []struct {
+		suffix string
+		n      int64
+	}{
+		{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30},
+		{"kb", 1e3}, {"mb", 1e6}, {"gb", 1e9},
+		{"b", 1},
+	}
+	lower := strings.ToLower(strings.TrimSpace(v))
+	if lower == "" {
+		return 0, errByteSize
+	}
+	num, mult := lower, int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(lower, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(lower, u.suffix)), u.n
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || num[0] == '+' || num[0] == '-' {
+		if last := lower[len(lower)-1]; last == 'k' || last == 'm' || last == 'g' {
+			u := strings.ToUpper(lower[len(lower)-1:])
+			return 0, fmt.Errorf("%w (%s alone is ambiguous: %sB is ×1000, %siB ×1024)", errByteSize, u, u, u)
+		}
+		return 0, errByteSize
+	}
+	if n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%w; this one is too large", errByteSize)
+	}
+	return n * mult, nil
+}
+
 // namedEnvError rewrites the library's parse errors, which name the Go
-// field, to name the environment variable a user actually set.
+// field, to name the environment variable a user actually set. normalize
+// leaves the library little to refuse; this is for what slips through.
 func namedEnvError(err error) error {
 	var agg env.AggregateError
 	if !errors.As(err, &agg) {
@@ -109,28 +278,31 @@ func (c config) validate() error {
 	}
 	check(c.ListenPort >= 0 && c.ListenPort <= 65535, "LISTEN_PORT", "%d is not a port (0-65535)", c.ListenPort)
 	check(c.BroadcastPort >= 0 && c.BroadcastPort <= 65535, "BROADCAST_PORT", "%d is not a port (0-65535)", c.BroadcastPort)
-	check(c.ListenPort == 0 || c.ListenPort != c.BroadcastPort, "BROADCAST_PORT", "must differ from LISTEN_PORT")
+	check(c.ListenPort == 0 || c.ListenPort != c.BroadcastPort, "BROADCAST_PORT", "%d must differ from LISTEN_PORT", c.BroadcastPort)
 	check(c.BindAddress == "" || net.ParseIP(strings.Trim(c.BindAddress, "[]")) != nil || !strings.ContainsAny(c.BindAddress, ":/ "),
 		"BIND_ADDRESS", "%q is not an IP address or host name", c.BindAddress)
 	check(c.TokensFile != "", "TOKENS_FILE", "must not be empty")
 	check(c.JWTSecret == "" || c.JWTPublicKeyFile == "", "JWT_SECRET", "set JWT_SECRET or JWT_PUBLIC_KEY_FILE, not both")
-	check(c.JWTSecret == "" || len(c.JWTSecret) >= 32, "JWT_SECRET", "must be at least 32 bytes")
-	check(c.TokensReloadInterval > 0, "TOKENS_RELOAD_INTERVAL", "must be positive")
-	check(c.MaxBodyBytes > 0, "MAX_BODY_BYTES", "must be positive")
-	check(c.MaxMessageBytes >= 256, "MAX_MESSAGE_BYTES", "must be at least 256")
-	check(c.MaxSubscriptions > 0, "MAX_SUBSCRIPTIONS", "must be positive")
+	// The secret is never repeated, not even in an error.
+	check(c.JWTSecret == "" || len(c.JWTSecret) >= 32, "JWT_SECRET", "is %d bytes; it must be at least 32 (eventsrv secret makes one)", len(c.JWTSecret))
+	check(c.MaxBodyBytes > 0, "MAX_BODY_BYTES", "%d is not a positive size", c.MaxBodyBytes)
+	check(c.MaxMessageBytes >= 256, "MAX_MESSAGE_BYTES", "%d is under the minimum, 256", c.MaxMessageBytes)
+	check(c.MaxSubscriptions > 0, "MAX_SUBSCRIPTIONS", "%d is not positive", c.MaxSubscriptions)
 	// A queue must hold at least one frame of the largest event, or every
 	// large event would cut its subscribers off.
-	check(int64(c.QueueMaxBytes) >= c.MaxBodyBytes+64, "QUEUE_MAX_BYTES", "must be larger than MAX_BODY_BYTES (%d)", c.MaxBodyBytes)
-	for _, d := range []struct {
-		name string
-		d    time.Duration
-	}{
-		{"PING_INTERVAL", c.PingInterval}, {"WRITE_TIMEOUT", c.WriteTimeout}, {"INIT_TIMEOUT", c.InitTimeout},
-		{"READ_HEADER_TIMEOUT", c.ReadHeaderTimeout}, {"READ_TIMEOUT", c.ReadTimeout},
-		{"IDLE_TIMEOUT", c.IdleTimeout}, {"SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
-	} {
-		check(d.d > 0, d.name, "must be positive")
+	check(int64(c.QueueMaxBytes) >= c.MaxBodyBytes+64, "QUEUE_MAX_BYTES", "%d must be larger than MAX_BODY_BYTES (%d) by at least 64", c.QueueMaxBytes, c.MaxBodyBytes)
+	v := reflect.ValueOf(c)
+	for i, s := range settings() {
+		if !s.hasMin {
+			continue
+		}
+		d := time.Duration(v.Field(i).Int())
+		switch {
+		case s.min == 0:
+			check(d >= 0, s.name, "%s must not be negative", d)
+		default:
+			check(d >= s.min, s.name, "%s is under the minimum, %s", d, s.min)
+		}
 	}
 	if c.MetricsAddress != "off" {
 		_, port, err := net.SplitHostPort(c.MetricsAddress)
@@ -138,14 +310,159 @@ func (c config) validate() error {
 	}
 	_, err := cors.Parse(c.CORSAllowedOrigins)
 	check(err == nil, "CORS_ALLOWED_ORIGINS", "%v", err)
-	check(c.ShutdownDelay >= 0, "SHUTDOWN_DELAY", "must not be negative")
-	check(c.HistorySize >= 0, "HISTORY_SIZE", "must not be negative (0 keeps no history)")
-	check(c.HistoryTTL >= 0, "HISTORY_TTL", "must not be negative (0: no age limit)")
-	check(c.HistoryMaxBytes >= 0, "HISTORY_MAX_BYTES", "must not be negative (0: no byte limit)")
+	check(c.HistorySize >= 0, "HISTORY_SIZE", "%d is negative (0 keeps no history)", c.HistorySize)
+	check(c.HistoryMaxBytes >= 0, "HISTORY_MAX_BYTES", "%d is negative (0: no byte limit)", c.HistoryMaxBytes)
 	mode, err2 := strconv.ParseUint(c.ListenSocketMode, 8, 32)
 	check(err2 == nil && mode <= 0o777, "LISTEN_SOCKET_MODE", "%q is not an octal file mode like 0660", c.ListenSocketMode)
 	check(c.LogFormat == "text" || c.LogFormat == "json", "LOG_FORMAT", "%q is neither text nor json", c.LogFormat)
 	return errors.Join(errs...)
+}
+
+// warnings are the settings that are valid but unwise: durations under
+// their warn tag (a 25ms meant as 25s, often), and variables that look
+// like misspelt settings. environ is os.Environ's form.
+func (c config) warnings(environ []string) []string {
+	var out []string
+	v := reflect.ValueOf(c)
+	for i, s := range settings() {
+		if s.low == 0 {
+			continue
+		}
+		if d := time.Duration(v.Field(i).Int()); d > 0 && d < s.low {
+			out = append(out, fmt.Sprintf("%s=%s is unusually short (under %s; the default is %s): %s", s.name, d, s.low, s.def, s.help))
+		}
+	}
+	return append(out, misspelt(environ)...)
+}
+
+// warnConfig logs c's warnings, each once, at start.
+func warnConfig(log *slog.Logger, c config, environ []string) {
+	for _, w := range c.warnings(environ) {
+		log.Warn(w)
+	}
+}
+
+// configError is the error for settings that do not load. A misspelt
+// variable is often why (PING_INTERVAL left at its default while
+// PING_INTERVALL holds the value), so the hints go with it: the logger
+// that would show them as warnings does not exist yet.
+func configError(err error, environ []string) error {
+	if hints := misspelt(environ); len(hints) > 0 {
+		err = errors.Join(err, errors.New(strings.Join(hints, "\n")))
+	}
+	return fmt.Errorf("configuration: %w", err)
+}
+
+// misspelt names the variables in environ that look like settings but are
+// none: "PING_INTERVALL is not a setting (ignored); did you mean
+// PING_INTERVAL?". A variable looks like a setting when it is upper case
+// with an underscore (which leaves PATH, HOME and most of the system's
+// out) and is one edit away from a setting's name, or two when the name
+// is 8 characters or longer, where two edits are still a typo; a
+// lower-case spelling of a setting and an EVENTSRV_ prefix count too.
+func misspelt(environ []string) []string {
+	var names []string
+	known := make(map[string]bool)
+	for _, s := range settings() {
+		names = append(names, s.name)
+		known[s.name] = true
+	}
+	var out []string
+	seen := make(map[string]bool)
+	for _, kv := range environ {
+		k, _, _ := strings.Cut(kv, "=")
+		if known[k] || seen[k] {
+			continue
+		}
+		seen[k] = true
+		switch up := strings.ToUpper(k); {
+		case known[up]:
+			out = append(out, fmt.Sprintf("%s is not a setting (ignored); names are upper case: did you mean %s?", k, up))
+		case strings.HasPrefix(k, "EVENTSRV_") && known[strings.TrimPrefix(k, "EVENTSRV_")]:
+			out = append(out, fmt.Sprintf("%s is not a setting (ignored); settings have no prefix: did you mean %s?", k, strings.TrimPrefix(k, "EVENTSRV_")))
+		case looksLikeSetting(k) && !systemVariable(k):
+			if near := closest(k, names); near != "" {
+				out = append(out, fmt.Sprintf("%s is not a setting (ignored); did you mean %s?", k, near))
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// systemVariable reports the variables that other programs set, which
+// come within a typo of a setting's name: SSL_CERT_FILE (read by Go's
+// crypto/x509, like OpenSSL) is two edits from TLS_CERT_FILE.
+func systemVariable(k string) bool {
+	switch k {
+	case "SSL_CERT_FILE", "SSL_CERT_DIR":
+		return true
+	}
+	for _, prefix := range []string{"LC_", "XDG_", "SSH_", "GIT_", "DBUS_", "SUDO_", "KUBERNETES_", "DOCKER_"} {
+		if strings.HasPrefix(k, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// looksLikeSetting: upper-case letters, digits and underscores, with at
+// least one underscore, as every setting is.
+func looksLikeSetting(k string) bool {
+	if !strings.Contains(k, "_") || k[0] == '_' {
+		return false
+	}
+	for _, r := range k {
+		if (r < 'A' || r > 'Z') && (r < '0' || r > '9') && r != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+// closest is the candidate nearest to s within the edit distance a typo
+// explains (see misspelt), or "" if none is. Ties go to the earlier
+// candidate.
+func closest(s string, candidates []string) string {
+	best, bestDist := "", 3
+	for _, c := range candidates {
+		limit := 2
+		if len(c) < 8 {
+			limit = 1
+		}
+		if d := editDistance(s, c); d <= limit && d < bestDist {
+			best, bestDist = c, d
+		}
+	}
+	return best
+}
+
+// editDistance is the optimal string alignment distance between a and b:
+// insertions, deletions, substitutions and swaps of two neighbours each
+// count one (PING_INTERVLA is one from PING_INTERVAL).
+func editDistance(a, b string) int {
+	// d[i][j] is the distance between a[:i] and b[:j].
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(a)][len(b)]
 }
 
 // socketMode is LISTEN_SOCKET_MODE, which validate has checked.
@@ -161,15 +478,22 @@ func (c config) addr(port int) string {
 
 // logValue lists the effective settings for the start-up log line. Fields
 // tagged secret show only whether they are set; the tokens file is named,
-// not read.
+// not read. Paths are made absolute: a relative TOKENS_FILE is relative
+// to the directory the server started in, which the log should not leave
+// to guessing.
 func (c config) logValue() []any {
 	v := reflect.ValueOf(c)
 	t := v.Type()
 	out := make([]any, 0, 2*t.NumField())
 	for i := range t.NumField() {
 		value := fmt.Sprint(v.Field(i).Interface())
-		if t.Field(i).Tag.Get("secret") == "true" && value != "" {
+		switch {
+		case t.Field(i).Tag.Get("secret") == "true" && value != "":
 			value = "(set)"
+		case t.Field(i).Tag.Get("path") == "true" && value != "":
+			if abs, err := filepath.Abs(value); err == nil {
+				value = abs
+			}
 		}
 		out = append(out, t.Field(i).Tag.Get("env"), value)
 	}

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"encoding/pem"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,7 +13,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -32,48 +30,22 @@ import (
 	"eventsrv/metrics"
 )
 
-const usage = `usage: eventsrv [command]
-
-With no command, eventsrv serves: the listen server (POST /event) and the
-broadcast server (WebSocket subscribers). Settings are environment
-variables; see README.md.
-
-Commands:
-  token        print a new random token to add to the tokens file
-  jwt          print a JWT signed with JWT_SECRET: jwt -sub S -subscribe 'a,b*' -publish 'c' -ttl 15m
-  healthcheck  GET /healthz on the local listen server; exit 0 when healthy
-  help         print this text
-`
-
 // run is the whole program; main only hands it the process's context,
 // arguments, environment and output, so tests can run it in-process.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cmd := ""
-	if len(args) > 1 {
-		cmd = args[1]
-	}
-	switch cmd {
-	case "":
-	case "token":
-		_, err := fmt.Fprintln(stdout, auth.NewToken())
+// environ, when given, is the whole environment in os.Environ's form: run
+// reads settings through getenv alone, and uses environ only to warn about
+// variables that look like misspelt settings.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, environ ...string) error {
+	if done, err := runCommand(ctx, args, getenv, stdout, stderr); done {
 		return err
-	case "healthcheck":
-		return healthcheck(ctx, getenv)
-	case "jwt":
-		return mintJWT(args[2:], getenv, stdout, stderr)
-	case "help", "-h", "-help", "--help":
-		_, err := io.WriteString(stdout, usage)
-		return err
-	default:
-		return fmt.Errorf("unknown command %q\n%s", cmd, usage)
 	}
-
 	cfg, err := loadConfig(getenv)
 	if err != nil {
-		return fmt.Errorf("configuration: %w", err)
+		return configError(err, environ)
 	}
 	log := newLogger(cfg, stderr)
 	log.Info("starting eventsrv", cfg.logValue()...)
+	warnConfig(log, cfg, environ)
 	return serve(ctx, cfg, log)
 }
 
@@ -251,60 +223,6 @@ func jwtVerifier(cfg config) (*auth.JWTVerifier, error) {
 	return nil, nil
 }
 
-// mintJWT is `eventsrv jwt`: it prints an HS256 token signed with
-// JWT_SECRET, for tests and for trying the service out.
-func mintJWT(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("eventsrv jwt", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	sub := fs.String("sub", "", "subject (who the token is for)")
-	subscribe := fs.String("subscribe", "", "comma-separated event patterns the bearer may subscribe to (a, b*, *)")
-	publish := fs.String("publish", "", "comma-separated event patterns the bearer may publish")
-	ttl := fs.Duration("ttl", 15*time.Minute, "how long the token is valid")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(getenv)
-	if err != nil {
-		return fmt.Errorf("configuration: %w", err)
-	}
-	if cfg.JWTSecret == "" {
-		return errors.New("eventsrv jwt signs with JWT_SECRET, which is not set")
-	}
-	if *ttl <= 0 {
-		return errors.New("-ttl must be positive")
-	}
-	lists := [2][]string{}
-	for i, list := range []string{*subscribe, *publish} {
-		p, err := auth.ParsePatterns(list)
-		if err != nil {
-			return err
-		}
-		lists[i] = p
-	}
-	token, err := auth.MintHMAC([]byte(cfg.JWTSecret), *sub, lists[0], lists[1], *ttl)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(stdout, token)
-	return err
-}
-
-// version is the module version and VCS revision the binary was built
-// from, as far as the build recorded them.
-func version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := bi.Main.Version
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" {
-			v += " " + s.Value
-		}
-	}
-	return v
-}
-
 // endpoint is one of the HTTP servers with its listener.
 type endpoint struct {
 	name      string
@@ -463,38 +381,4 @@ func loadTLS(cfg config) (*tls.Config, error) {
 		// gains nothing from HTTP/2.
 		NextProtos: []string{"http/1.1"},
 	}, nil
-}
-
-// healthcheck probes the local listen server, for container health checks
-// (the runtime image has no shell or curl).
-func healthcheck(ctx context.Context, getenv func(string) string) error {
-	cfg, err := loadConfig(getenv)
-	if err != nil {
-		return fmt.Errorf("configuration: %w", err)
-	}
-	host := cfg.BindAddress
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
-	}
-	scheme := "http"
-	client := &http.Client{Timeout: 3 * time.Second}
-	if cfg.HTTPSEnable {
-		scheme = "https"
-		// The probe checks liveness on loopback, not the certificate.
-		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec
-	}
-	url := scheme + "://" + net.JoinHostPort(host, fmt.Sprint(cfg.ListenPort)) + "/healthz"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("healthcheck: %s answered %s", url, resp.Status)
-	}
-	return nil
 }
