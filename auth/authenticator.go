@@ -47,8 +47,12 @@ func NewAuthenticator(tokens TokenChecker, log *slog.Logger) *Authenticator {
 
 // Authenticate checks credentials of the form "<scheme> <token>" and
 // returns the token's permissions, or ErrUnrecognizedScheme or
-// ErrUnauthenticated. remote (the peer's address) and via (the transport)
-// only label the log line; the credential itself is never logged.
+// ErrUnauthenticated. A Basic token is looked up as given first; if it is
+// not accepted and is RFC 7617's base64(user:password), the password is
+// looked up, or the user when the password is empty (see basicUserPass).
+// Every lookup compares digests in constant time. remote (the peer's
+// address) and via (the transport) only label the log line; the credential
+// itself is never logged.
 func (a *Authenticator) Authenticate(credentials, remote, via string) (Permissions, error) {
 	scheme, token, err := ParseCredentials(credentials)
 	var perms Permissions
@@ -60,7 +64,14 @@ func (a *Authenticator) Authenticate(credentials, remote, via string) (Permissio
 		perms, err = a.jwt.Verify(token)
 	default:
 		var ok bool
-		if perms, ok = a.tokens.Lookup(token); !ok {
+		perms, ok = a.tokens.Lookup(token)
+		if !ok {
+			// Not a bare token: perhaps RFC 7617's base64(user:password).
+			if candidate, std := basicUserPass(token); std {
+				perms, ok = a.tokens.Lookup(candidate)
+			}
+		}
+		if !ok {
 			err = ErrUnauthenticated
 		}
 	}

@@ -4,6 +4,7 @@
 package auth
 
 import (
+	"encoding/base64"
 	"errors"
 	"strings"
 )
@@ -18,8 +19,11 @@ var (
 	ErrUnrecognizedScheme = errors.New("unrecognized authentication scheme")
 )
 
-// SchemeBasic is the only scheme the old service knew: a bare token from the
-// tokens file (not RFC 7617 user:password, which the wire contract predates).
+// SchemeBasic carries a token from the tokens file, in either of two forms:
+// the bare token ("Basic <token>"), the only form the old service knew, or
+// RFC 7617's "Basic base64(user:password)", as curl -u, Python requests,
+// axios and Go's SetBasicAuth send it, with the token as the password or,
+// when the password is empty, as the user (see basicUserPass).
 const SchemeBasic = "Basic"
 
 // ParseCredentials splits "<scheme> <token>" at the first space; the
@@ -45,4 +49,29 @@ func ParseCredentials(credentials string) (scheme, token string, err error) {
 		return scheme, "", ErrUnauthenticated
 	}
 	return scheme, token, nil
+}
+
+// basicUserPass reads token as RFC 7617's base64(user:password) and returns
+// the part that should be the tokens file's token: the password, or the
+// user when the password is empty ("curl -u TOKEN:"). ok is false when
+// token is not standard, padded base64 of text with a ':', or both parts
+// are empty. The Authenticator tries this only after the token as given
+// failed, so a bare token keeps working even if it happens to be valid
+// base64; and a user with a non-empty password is never tried, so that
+// "token:anything" cannot be mistaken for the token.
+func basicUserPass(token string) (candidate string, ok bool) {
+	raw, err := base64.StdEncoding.DecodeString(token)
+	if err != nil {
+		return "", false
+	}
+	user, pass, found := strings.Cut(string(raw), ":")
+	switch {
+	case !found:
+		return "", false
+	case pass != "":
+		return pass, true
+	case user != "":
+		return user, true
+	}
+	return "", false
 }

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"encoding/base64"
 	"errors"
 	"strings"
 	"testing"
@@ -50,7 +51,8 @@ func TestParseCredentials(t *testing.T) {
 
 func FuzzParseCredentials(f *testing.F) {
 	for _, s := range []string{"", "Basic", "Basic ", "Basic tok", "Basic  tok  ", "basic tok",
-		"Bearer x", "tokenwithoutscheme", "Basic a b", "Basic \u00a0tok\u2028", "Basic \xff"} {
+		"Bearer x", "tokenwithoutscheme", "Basic a b", "Basic \u00a0tok\u2028", "Basic \xff",
+		"Basic dXNlcjp0b2tlbg==", "Basic dG9rZW46", "Basic Og==", "Basic dG9rZW4=", "Basic dXNlcjp0b2tlbg"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
@@ -76,5 +78,43 @@ func FuzzParseCredentials(f *testing.F) {
 		if !strings.HasPrefix(in, scheme+" ") || !strings.Contains(in, token) {
 			t.Fatalf("ParseCredentials(%q): token %q does not come from the input", in, token)
 		}
+		// The RFC 7617 reading of a Basic token: the password, else the user.
+		candidate, ok := basicUserPass(token)
+		raw, decodeErr := base64.StdEncoding.DecodeString(token)
+		user, pass, colon := strings.Cut(string(raw), ":")
+		switch {
+		case !ok && candidate != "":
+			t.Fatalf("basicUserPass(%q) = %q without ok", token, candidate)
+		case ok != (decodeErr == nil && colon && user+pass != ""):
+			t.Fatalf("basicUserPass(%q): ok = %v for %q", token, ok, raw)
+		case ok && pass != "" && candidate != pass:
+			t.Fatalf("basicUserPass(%q) = %q, want the password %q", token, candidate, pass)
+		case ok && pass == "" && candidate != user:
+			t.Fatalf("basicUserPass(%q) = %q, want the user %q", token, candidate, user)
+		}
 	})
+}
+
+func TestBasicUserPass(t *testing.T) {
+	tests := []struct {
+		name, in, want string
+		ok             bool
+	}{
+		{"password", "dXNlcjp0b2tlbg==", "token", true},     // user:token
+		{"user, empty password", "dG9rZW46", "token", true}, // token:
+		{"password, empty user", "OnRva2Vu", "token", true}, // :token
+		{"password with a colon", "dTphOmI=", "a:b", true},  // u:a:b
+		{"both empty", "Og==", "", false},                   // :
+		{"no colon", "dG9rZW4=", "", false},                 // token
+		{"unpadded", "dXNlcjp0b2tlbg", "", false},
+		{"not base64", "token!", "", false},
+		{"empty", "", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := basicUserPass(tt.in)
+			assert.Equal(t, tt.ok, ok)
+			assert.Equal(t, tt.want, got)
+		})
+	}
 }
