@@ -60,13 +60,13 @@ type command struct {
 // serve has no run: run serves when runCommand reports no command.
 func commands() []command {
 	return []command{
-		{"serve", "run the listen and broadcast servers (the default: eventsrv alone serves)", nil},
+		{"serve", "run the listen and broadcast servers; the default command", nil},
 		{"token", "print a new random token to add to the tokens file", cli.token},
-		{"jwt", "print a JWT signed with JWT_SECRET (eventsrv jwt -h lists its flags)", cli.jwt},
+		{"jwt", "print a JWT signed with JWT_SECRET (eventsrv jwt -h: its flags)", cli.jwt},
 		{"secret", "print a new random secret to set as JWT_SECRET", cli.secret},
 		{"healthcheck", "GET /healthz on the local listen server; exit 0 when healthy", cli.healthcheck},
 		{"version", "print the version, commit and Go version (also --version)", cli.version},
-		{"help", "print this text; eventsrv help COMMAND describes one command", cli.help},
+		{"help", "print this text; eventsrv help COMMAND describes one", cli.help},
 	}
 }
 

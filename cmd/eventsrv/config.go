@@ -356,10 +356,11 @@ func configError(err error, environ []string) error {
 // misspelt names the variables in environ that look like settings but are
 // none: "PING_INTERVALL is not a setting (ignored); did you mean
 // PING_INTERVAL?". A variable looks like a setting when it is upper case
-// with an underscore (which leaves PATH, HOME and most of the system's
-// out) and is one edit away from a setting's name, or two when the name
-// is 8 characters or longer, where two edits are still a typo; a
+// (letters, digits, underscores; PATH and HOME are, but no setting is
+// near them) and is one edit away from a setting's name, or two when the
+// name is 8 characters or longer, where two edits are still a typo. A
 // lower-case spelling of a setting and an EVENTSRV_ prefix count too.
+// Variables that other programs set near our names are left out.
 func misspelt(environ []string) []string {
 	var names []string
 	known := make(map[string]bool)
@@ -406,10 +407,10 @@ func systemVariable(k string) bool {
 	return false
 }
 
-// looksLikeSetting: upper-case letters, digits and underscores, with at
-// least one underscore, as every setting is.
+// looksLikeSetting: upper-case letters, digits and underscores, as every
+// setting is; a missing underscore (LISTENPORT) is one of the typos.
 func looksLikeSetting(k string) bool {
-	if !strings.Contains(k, "_") || k[0] == '_' {
+	if k == "" || k[0] == '_' {
 		return false
 	}
 	for _, r := range k {
