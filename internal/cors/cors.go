@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"eventsrv/internal/jsonhttp"
 )
@@ -34,13 +36,41 @@ func Parse(list string) (*Policy, error) {
 			p.any = true
 			continue
 		}
-		u, err := url.Parse(o)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" {
-			return nil, fmt.Errorf("%q is not an origin like https://app.example.com", o)
+		origin, err := canonical(o)
+		if err != nil {
+			return nil, err
 		}
-		p.origins[o] = true
+		p.origins[origin] = true
 	}
 	return p, nil
+}
+
+// canonical returns o as browsers write an origin in the Origin header:
+// scheme and host in lower case, and no port when it is the scheme's
+// default, so that "HTTPS://App.example.com:443" in the list matches the
+// "https://app.example.com" that browsers send. Anything an origin does not
+// have (user, path, even a bare "/", "?" or "#") is refused rather than
+// kept as an entry that no request could match, and so is a host not in
+// ASCII, which browsers send in punycode ("xn--...").
+func canonical(o string) (string, error) {
+	notOrigin := fmt.Errorf("%q is not an origin like https://app.example.com", o)
+	u, err := url.Parse(o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		!strings.EqualFold(o, u.Scheme+"://"+u.Host) || strings.HasSuffix(u.Host, ":") || strings.ContainsFunc(u.Host, func(r rune) bool { return r >= utf8.RuneSelf }) {
+		return "", notOrigin
+	}
+	host := strings.ToLower(u.Host)
+	if port := u.Port(); port != "" {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
+			return "", notOrigin
+		}
+		host = strings.TrimSuffix(host, ":"+port)
+		if !(u.Scheme == "http" && n == 80 || u.Scheme == "https" && n == 443) { // browsers leave default ports out
+			host += ":" + strconv.Itoa(n)
+		}
+	}
+	return u.Scheme + "://" + host, nil
 }
 
 // Allowed reports whether a request with this Origin header may proceed.
