@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"crypto/sha256"
 	"errors"
 	"log/slog"
 	"sync"
@@ -80,6 +81,29 @@ func (a *Authenticator) Authenticate(credentials, remote, via string) (Permissio
 		return Permissions{}, err
 	}
 	return perms, nil
+}
+
+// digestLookup is what Recheck needs from a TokenChecker: a lookup by the
+// token's digest, which FileStore and TokenSet have.
+type digestLookup interface {
+	lookupDigest(d [sha256.Size]byte) (Permissions, bool)
+}
+
+// Recheck looks up again the credential that p came from, for revocation:
+// call it for every open connection when the tokens file changes
+// (FileStore.OnChange). For permissions from a tokens-file token it
+// returns the token's current permissions, or false when the token is no
+// longer accepted; the connection should then be closed, or narrowed to
+// current. Permissions from anything else (a JWT, whose exp the caller
+// enforces; FullAccess given to a trusted peer) are returned as they are,
+// with true, as are all when the TokenChecker cannot look up by digest.
+// It compares digests in constant time and logs nothing.
+func (a *Authenticator) Recheck(p Permissions) (current Permissions, ok bool) {
+	d, canLookup := a.tokens.(digestLookup)
+	if p.key == ([sha256.Size]byte{}) || !canLookup {
+		return p, true
+	}
+	return d.lookupDigest(p.key)
 }
 
 func (a *Authenticator) logRejected(err error, remote, via string) {

@@ -1,8 +1,10 @@
 package auth
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -51,10 +53,24 @@ func (p Patterns) Allows(event string) bool {
 
 // Permissions are what a token may do.
 type Permissions struct {
-	Publish   Patterns  // events it may POST
-	Subscribe Patterns  // events it may subscribe to
-	Admin     bool      // it may read the admin endpoints
-	Expires   time.Time // when the credential expires; zero: never
+	Publish   Patterns // events it may POST
+	Subscribe Patterns // events it may subscribe to
+	Admin     bool     // it may read the admin endpoints
+	// Expires is when the credential expires; zero: never (tokens from the
+	// tokens file). A JWT's is its exp, at most MaxExpiry (year 9999).
+	// Compare it as a time.Time: past 2262 it has no UnixNano.
+	Expires time.Time
+
+	// key is the SHA-256 digest of the tokens file's token these came
+	// from, zero for any other credential: Authenticator.Recheck looks the
+	// token up again by it, so no raw token is kept for revocation.
+	key [sha256.Size]byte
+}
+
+// equal reports whether p and o grant the same, from the same token.
+func (p Permissions) equal(o Permissions) bool {
+	return slices.Equal(p.Publish, o.Publish) && slices.Equal(p.Subscribe, o.Subscribe) &&
+		p.Admin == o.Admin && p.Expires.Equal(o.Expires) && p.key == o.key
 }
 
 // FullAccess is what a token without permission fields may do: publish and

@@ -36,7 +36,8 @@ func tokenLines(content string) []string {
 }
 
 func TestOpenFileStoreCreatesMissingFile(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "etc", "eventsrv")
+	// One missing folder level is created, as for the default tokens/tokens.
+	dir := filepath.Join(t.TempDir(), "eventsrv")
 	path := filepath.Join(dir, "tokens")
 	log, logs := newTestLogger()
 
@@ -126,10 +127,17 @@ func TestFileStoreReload(t *testing.T) {
 	require.True(t, s.Contains(tokB))
 	require.False(t, s.Contains(tokC))
 
-	// An unchanged file is a quiet no-op.
+	// An unchanged file changes nothing, and an explicit reload says so;
+	// a poll of it is quiet.
 	before := logs.String()
 	require.NoError(t, s.Reload())
-	assert.Equal(t, before, logs.String(), "reloading an unchanged file logs nothing")
+	added := strings.TrimPrefix(logs.String(), before)
+	assert.Contains(t, added, `msg="tokens file unchanged" path=`+path)
+	assert.Equal(t, 1, strings.Count(added, "\n"), "one line: %s", added)
+	before = logs.String()
+	require.NoError(t, s.poll())
+	require.NoError(t, s.poll())
+	assert.Equal(t, before, logs.String(), "polling an unchanged file logs nothing")
 
 	// A changed file replaces the set.
 	writeFileAtomic(t, path, tokC+"\n")

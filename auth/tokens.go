@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 )
 
@@ -30,8 +31,13 @@ type TokenSet struct {
 	perms   []Permissions // by the index of the digest
 }
 
-// Len reports how many tokens the set holds.
-func (s *TokenSet) Len() int { return len(s.digests) }
+// Len reports how many tokens the set holds (none for a nil set).
+func (s *TokenSet) Len() int {
+	if s == nil {
+		return 0
+	}
+	return len(s.digests)
+}
 
 // Contains reports whether token is in the set.
 func (s *TokenSet) Contains(token string) bool {
@@ -43,10 +49,19 @@ func (s *TokenSet) Contains(token string) bool {
 // every stored digest and never returns early, so the time taken depends on
 // the number of tokens only, not on how much of a token matched.
 func (s *TokenSet) Lookup(token string) (Permissions, bool) {
-	if s == nil || len(token) < MinTokenLength {
+	if len(token) < MinTokenLength {
 		return Permissions{}, false
 	}
-	d := sha256.Sum256([]byte(token))
+	return s.lookupDigest(sha256.Sum256([]byte(token)))
+}
+
+// lookupDigest returns the permissions of the token whose SHA-256 digest is
+// d, in constant time as Lookup. It lets Authenticator.Recheck find a token
+// again without the token itself.
+func (s *TokenSet) lookupDigest(d [sha256.Size]byte) (Permissions, bool) {
+	if s == nil {
+		return Permissions{}, false
+	}
 	match := -1
 	for i := range s.digests {
 		eq := subtle.ConstantTimeCompare(d[:], s.digests[i][:])
@@ -56,6 +71,12 @@ func (s *TokenSet) Lookup(token string) (Permissions, bool) {
 		return Permissions{}, false
 	}
 	return s.perms[match], true
+}
+
+// equal reports whether s and o hold the same tokens, in the same order,
+// with the same permissions.
+func (s *TokenSet) equal(o *TokenSet) bool {
+	return slices.Equal(s.digests, o.digests) && slices.EqualFunc(s.perms, o.perms, Permissions.equal)
 }
 
 // IgnoredLine records a line of the tokens file that was left out, and
@@ -70,7 +91,8 @@ const reasonShort = "token shorter than 16 characters"
 
 // ParseTokens reads a tokens file: one token per line, optionally followed
 // by permission fields (see parsePermissions; a bare token has FullAccess),
-// separated by white space. Surrounding white space (CR included) is
+// separated by white space. A UTF-8 byte order mark at the start is
+// dropped. Surrounding white space (CR included) is
 // trimmed; blank lines and lines starting with '#' are skipped. Lines with
 // a token shorter than MinTokenLength, or with fields that do not parse,
 // are left out and reported. A token listed twice keeps its first line.
@@ -82,6 +104,7 @@ func ParseTokens(r io.Reader) (*TokenSet, []IgnoredLine, error) {
 	if len(data) > maxTokensFileBytes {
 		return nil, nil, fmt.Errorf("tokens file is larger than %d bytes", maxTokensFileBytes)
 	}
+	data = bytes.TrimPrefix(data, utf8BOM)
 	set := &TokenSet{}
 	var ignored []IgnoredLine
 	seen := make(map[[sha256.Size]byte]struct{})
@@ -109,6 +132,7 @@ func ParseTokens(r io.Reader) (*TokenSet, []IgnoredLine, error) {
 			continue
 		}
 		seen[d] = struct{}{}
+		perms.key = d
 		set.digests = append(set.digests, d)
 		set.perms = append(set.perms, perms)
 	}

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"errors"
 	"regexp"
 	"strings"
@@ -95,6 +96,15 @@ func TestParseTokens(t *testing.T) {
 				{Line: 4, Reason: reasonBadField}, {Line: 5, Reason: reasonBadField}, {Line: 6, Reason: reasonBadField},
 				{Line: 7, Reason: reasonBadField},
 			},
+		},
+		{
+			// A UTF-8 byte order mark is dropped at the start of the file
+			// only; elsewhere it is part of a token.
+			name:    "byte order mark",
+			in:      "\ufeff" + tokB + "\n\ufeff" + tokC + "\n",
+			want:    []string{tokB, "\ufeff" + tokC},
+			notWant: []string{"\ufeff" + tokB, tokC},
+			wantLen: 2,
 		},
 		{
 			name:    "only comments",
@@ -230,6 +240,7 @@ func FuzzParseTokens(f *testing.F) {
 		tokB + "\n" + tokB + "\n",
 		"\xff\xfe" + tokB + "\r\r\n\x00",
 		"\u00a0" + tokB + "\u2028\n",
+		"\ufeff" + tokB + "\n\ufeff" + tokC + "\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -238,6 +249,7 @@ func FuzzParseTokens(f *testing.F) {
 		if err != nil {
 			t.Fatalf("ParseTokens: %v", err) // inputs are far below the size bound
 		}
+		data = bytes.TrimPrefix(data, utf8BOM) // dropped, once, at the start
 		// bufio.Scanner's lines: split at \n, one trailing \r dropped.
 		lines := strings.Split(string(data), "\n")
 		kept := 0
