@@ -284,7 +284,7 @@ func (c config) validate() error {
 	check(c.TokensFile != "", "TOKENS_FILE", "must not be empty")
 	check(c.JWTSecret == "" || c.JWTPublicKeyFile == "", "JWT_SECRET", "set JWT_SECRET or JWT_PUBLIC_KEY_FILE, not both")
 	// The secret is never repeated, not even in an error.
-	check(c.JWTSecret == "" || len(c.JWTSecret) >= 32, "JWT_SECRET", "is %d bytes; it must be at least 32 (eventsrv secret makes one)", len(c.JWTSecret))
+	check(c.JWTSecret == "" || len(c.JWTSecret) >= 32, "JWT_SECRET", "the value is %d bytes; it must be at least 32 (eventsrv secret makes one)", len(c.JWTSecret))
 	check(c.MaxBodyBytes > 0, "MAX_BODY_BYTES", "%d is not a positive size", c.MaxBodyBytes)
 	check(c.MaxMessageBytes >= 256, "MAX_MESSAGE_BYTES", "%d is under the minimum, 256", c.MaxMessageBytes)
 	check(c.MaxSubscriptions > 0, "MAX_SUBSCRIPTIONS", "%d is not positive", c.MaxSubscriptions)

@@ -137,7 +137,7 @@ func TestConfigParseErrors(t *testing.T) {
 		{"MAX_BODY_BYTES", "0", `MAX_BODY_BYTES: 0 is not a positive size`},
 		{"MAX_MESSAGE_BYTES", "100", `MAX_MESSAGE_BYTES: 100 is under the minimum, 256`},
 		{"QUEUE_MAX_BYTES", "1000", `QUEUE_MAX_BYTES: 1000 must be larger than MAX_BODY_BYTES (1048576) by at least 64`},
-		{"JWT_SECRET", "short", `JWT_SECRET: is 5 bytes; it must be at least 32 (eventsrv secret makes one)`},
+		{"JWT_SECRET", "short", `JWT_SECRET: the value is 5 bytes; it must be at least 32 (eventsrv secret makes one)`},
 	}
 	for _, c := range cases {
 		t.Run(c.name+"="+c.value, func(t *testing.T) {
