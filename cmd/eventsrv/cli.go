@@ -130,9 +130,9 @@ func isHelpFlag(s string) bool {
 	return false
 }
 
-// flags makes the flag set of `eventsrv NAME`. Its usage is the synopsis,
-// what the command does (about), and the flags if it has any.
-func (c cli) flags(name, synopsis, about string) *flag.FlagSet {
+// newFlags makes the flag set of `eventsrv NAME`. Its usage is the
+// synopsis, what the command does (about), and the flags if it has any.
+func newFlags(name, synopsis, about string) *flag.FlagSet {
 	fs := flag.NewFlagSet("eventsrv "+name, flag.ContinueOnError)
 	// The flag package prints its own error and usage on failure; parse
 	// returns one error instead and prints the usage only when asked.
@@ -172,8 +172,8 @@ func (c cli) parse(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-// done turns errHelpShown into success.
-func done(err error) error {
+// okIfHelp turns errHelpShown into success.
+func okIfHelp(err error) error {
 	if errors.Is(err, errHelpShown) {
 		return nil
 	}
@@ -181,13 +181,13 @@ func done(err error) error {
 }
 
 // help is `eventsrv help [COMMAND]`.
-func (c cli) help(_ context.Context, args []string) error {
+func (c cli) help(ctx context.Context, args []string) error {
 	if len(args) == 0 || args[0] == "serve" || isHelpFlag(args[0]) {
 		return writeUsage(c.stdout)
 	}
 	for _, cmd := range commands() {
 		if cmd.name == args[0] && cmd.run != nil {
-			return cmd.run(c, context.Background(), []string{"-h"})
+			return cmd.run(c, ctx, []string{"-h"})
 		}
 	}
 	return unknownCommand(args[0])
@@ -195,7 +195,7 @@ func (c cli) help(_ context.Context, args []string) error {
 
 // token is `eventsrv token`.
 func (c cli) token(_ context.Context, args []string) error {
-	fs := c.flags("token", "", `Print a new random token (32 random bytes, base64url). Add it to the tokens
+	fs := newFlags("token", "", `Print a new random token (32 random bytes, base64url). Add it to the tokens
 file (TOKENS_FILE), one a line, optionally followed by what it may do:
   TOKEN                          publish and subscribe to every event
   TOKEN  publish=order.*,invoice publish these events only
@@ -204,7 +204,7 @@ file (TOKENS_FILE), one a line, optionally followed by what it may do:
 The server rereads the file when it changes and on SIGHUP.
 `)
 	if err := c.parse(fs, args); err != nil {
-		return done(err)
+		return okIfHelp(err)
 	}
 	_, err := fmt.Fprintln(c.stdout, auth.NewToken())
 	return err
@@ -212,7 +212,7 @@ The server rereads the file when it changes and on SIGHUP.
 
 // secret is `eventsrv secret`.
 func (c cli) secret(_ context.Context, args []string) error {
-	fs := c.flags("secret", "", `Print a new random secret for JWT_SECRET: 32 random bytes in hex, as
+	fs := newFlags("secret", "", `Print a new random secret for JWT_SECRET: 32 random bytes in hex, as
 openssl rand -hex 32 does. The server, which checks JWTs, and eventsrv jwt,
 which mints them, must run with the same JWT_SECRET. Anyone who has it can
 mint tokens: keep it like a password.
@@ -222,7 +222,7 @@ mint tokens: keep it like a password.
   eventsrv jwt -sub browser-1 -subscribe 'news.*'
 `)
 	if err := c.parse(fs, args); err != nil {
-		return done(err)
+		return okIfHelp(err)
 	}
 	var b [32]byte
 	// crypto/rand.Read never returns an error on supported platforms.
@@ -234,7 +234,7 @@ mint tokens: keep it like a password.
 // jwt is `eventsrv jwt`: it prints an HS256 token signed with JWT_SECRET,
 // for tests and for trying the service out.
 func (c cli) jwt(_ context.Context, args []string) error {
-	fs := c.flags("jwt", " [-sub NAME] [-subscribe PATTERNS] [-publish PATTERNS] [-ttl DURATION]",
+	fs := newFlags("jwt", " [-sub NAME] [-subscribe PATTERNS] [-publish PATTERNS] [-ttl DURATION]",
 		`Print a JWT signed HS256 with JWT_SECRET, for a browser or a client that
 should not hold a long-lived token. The server must run with the same
 JWT_SECRET (eventsrv secret makes one). A token with neither -subscribe nor
@@ -248,7 +248,7 @@ JWT_SECRET (eventsrv secret makes one). A token with neither -subscribe nor
 	ttl := durationFlag(15 * time.Minute)
 	fs.Var(&ttl, "ttl", "how long the token is valid: a `duration` such as 90s, 15m or 24h (exp is rounded up to the second)")
 	if err := c.parse(fs, args); err != nil {
-		return done(err)
+		return okIfHelp(err)
 	}
 	if ttl <= 0 {
 		return usageErrorf("jwt: -ttl %s is not positive; e.g. -ttl 15m", time.Duration(ttl))
@@ -305,12 +305,12 @@ func ceilTTL(ttl time.Duration) time.Duration {
 
 // version is `eventsrv version` (and --version).
 func (c cli) version(_ context.Context, args []string) error {
-	fs := c.flags("version", "", `Print the version, the commit and the Go version the binary was built with,
+	fs := newFlags("version", "", `Print the version, the commit and the Go version the binary was built with,
 as GET /admin/status reports them. A binary built outside a git checkout, or
 with -buildvcs=false, does not know its commit.
 `)
 	if err := c.parse(fs, args); err != nil {
-		return done(err)
+		return okIfHelp(err)
 	}
 	_, err := fmt.Fprintln(c.stdout, "eventsrv", version())
 	return err
@@ -362,13 +362,13 @@ func formatVersion(bi *debug.BuildInfo) string {
 // server, for container health checks (the runtime image has no shell or
 // curl).
 func (c cli) healthcheck(ctx context.Context, args []string) error {
-	fs := c.flags("healthcheck", "", `GET /healthz on the listen server of this machine and exit 0 if it answers
+	fs := newFlags("healthcheck", "", `GET /healthz on the listen server of this machine and exit 0 if it answers
 200, 1 otherwise: a container health check. It reads the server's settings
 (BIND_ADDRESS, LISTEN_PORT, HTTPS_ENABLE), so run it with the server's
 environment.
 `)
 	if err := c.parse(fs, args); err != nil {
-		return done(err)
+		return okIfHelp(err)
 	}
 	cfg, err := loadConfig(c.getenv)
 	if err != nil {
