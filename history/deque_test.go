@@ -113,3 +113,60 @@ func TestDequeFilterAcrossTheWrap(t *testing.T) {
 		require.Equal(t, v, q.popFront())
 	}
 }
+
+// TestDequeShrinkBoundaries pins when the buffer shrinks: popFront halves
+// it once a quarter or less is used, and filter sizes it to twice what it
+// keeps, rounded up to a power of two; neither goes below minDequeCap nor
+// reallocates a buffer that is already that small.
+func TestDequeShrinkBoundaries(t *testing.T) {
+	filled := func(n int) *deque[int] {
+		var q deque[int]
+		for i := 1; i <= n; i++ {
+			q.pushBack(i)
+		}
+		return &q
+	}
+	t.Run("popFront", func(t *testing.T) {
+		q := filled(32)
+		require.Len(t, q.buf, 32)
+		for range 23 {
+			q.popFront()
+		}
+		require.Len(t, q.buf, 32, "9 of 32 is more than a quarter")
+		q.popFront()
+		require.Len(t, q.buf, 16, "8 of 32 is a quarter")
+		require.Equal(t, []int{25, 26, 27, 28, 29, 30, 31, 32}, contents(q))
+	})
+	t.Run("filter to a quarter", func(t *testing.T) {
+		q := filled(32)
+		q.filter(func(v int) bool { return v <= 8 })
+		require.Len(t, q.buf, 16, "8 kept of 32: twice that")
+		require.Equal(t, []int{1, 2, 3, 4, 5, 6, 7, 8}, contents(q))
+	})
+	t.Run("filter to more than a quarter", func(t *testing.T) {
+		q := filled(32)
+		q.filter(func(v int) bool { return v <= 9 })
+		require.Len(t, q.buf, 32)
+	})
+	t.Run("filter to a power of two", func(t *testing.T) {
+		q := filled(64)
+		q.filter(func(v int) bool { return v <= 8 })
+		require.Len(t, q.buf, 16, "8 kept: 16, not 32")
+	})
+	t.Run("filter a minimal buffer", func(t *testing.T) {
+		q := filled(4)
+		q.popFront()
+		q.popFront()
+		require.Len(t, q.buf, minDequeCap)
+		allocs := testing.AllocsPerRun(10, func() { q.filter(func(int) bool { return true }) })
+		require.Zero(t, allocs, "2 of minDequeCap is a quarter, but the buffer cannot shrink")
+		require.Equal(t, 2, q.head)
+		require.Equal(t, []int{3, 4}, contents(q))
+	})
+}
+
+func TestCeilPow2(t *testing.T) {
+	for n, want := range map[int]int{1: 1, 2: 2, 3: 4, 4: 4, 5: 8, 16: 16, 17: 32, 1000: 1024} {
+		require.Equal(t, want, ceilPow2(n), "ceilPow2(%d)", n)
+	}
+}

@@ -583,3 +583,18 @@ func TestMemoryTombstonesAtTheFront(t *testing.T) {
 	require.Equal(t, 3, m.events)
 	requireSince(t, m, []string{"a", "b", "c", "d"}, 0, []uint64{20, 21, 22}, false)
 }
+
+// TestMemorySinceAllocatesWhatItReturns: the answer's capacity is its
+// length, for one name or several, whatever part of each queue it takes.
+func TestMemorySinceAllocatesWhatItReturns(t *testing.T) {
+	m := NewMemory(Limits{Size: 10})
+	for seq := uint64(1); seq <= 12; seq++ {
+		m.Append(event(seq, fmt.Sprint("n", seq%3), 1))
+	}
+	for _, names := range [][]string{{"n0"}, {"n0", "n1"}, {"n0", "n1", "n2"}, {"n0", "none"}} {
+		for _, after := range []uint64{0, 4, 9, 11} {
+			events, _ := m.Since(names, after)
+			require.Equal(t, len(events), cap(events), "%q after %d", names, after)
+		}
+	}
+}
