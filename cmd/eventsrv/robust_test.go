@@ -6,7 +6,6 @@ import (
 	"net"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,35 +57,47 @@ func TestSubscribersClosingDuringBurst(t *testing.T) {
 }
 
 // A subscriber that stops reading is cut off with 1008 "slow consumer" once
-// its queue bound is passed, and the others do not notice.
+// its queue bound is passed, and the others do not notice: a healthy
+// subscriber receives every event while the stalled one's socket is full
+// and its queue grows.
+//
+// The publisher waits for the healthy subscriber to receive each event
+// before it posts the next. An earlier version posted flat out under a
+// 64 KiB bound and failed without -race: traced, the flusher had lost its
+// CPU for 2.5-3.5 ms (on 2 cores, beside the test's own publisher and
+// reader), and 64 KiB is about 3 ms of publishing flat out, so both
+// subscribers passed the bound together while every write to the stalled
+// one was still going through in full. That measured the scheduler, not
+// isolation; this test measures isolation: were the stalled subscriber to
+// hold up the others, the healthy one would stop receiving, and the test
+// would fail.
 func TestSlowConsumerIsCutOff(t *testing.T) {
-	s := startServer(t, map[string]string{"MAX_BODY_BYTES": "2048", "QUEUE_MAX_BYTES": "65536"})
-	slow := s.subscribe("flood")
+	s := startServer(t, map[string]string{"MAX_BODY_BYTES": "20000", "QUEUE_MAX_BYTES": "262144"})
+	// The stalled subscriber's socket takes little, so that its queue
+	// grows soon (but not so little that reading it back at the end is
+	// slow: a 4 KiB window took over a minute for a few MiB).
+	small := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+		c, err := net.Dial(network, addr)
+		if err == nil {
+			err = c.(*net.TCPConn).SetReadBuffer(64 << 10)
+		}
+		return c, err
+	}}
+	slow, _, err := small.Dial(s.wsURL, nil)
+	require.NoError(t, err)
+	defer slow.Close()
+	require.Equal(t, `{"type":"init","code":"OK"}`, sendInit(t, slow, initMsg("Basic "+testToken, "flood")))
 	healthy := s.subscribe("flood")
 
-	// The healthy subscriber reads as events come.
-	var received atomic.Int64
-	go func() {
-		for {
-			_ = healthy.SetReadDeadline(time.Now().Add(10 * time.Second))
-			if _, _, err := healthy.ReadMessage(); err != nil {
-				return
-			}
-			received.Add(1)
-		}
-	}()
-	// Publish until the server cuts the slow subscriber off; the kernel's
-	// socket buffers absorb the first few MiB, so the count varies.
-	data := `"` + strings.Repeat("x", 1500) + `"`
-	published := int64(0)
-	for !strings.Contains(s.logs.String(), `reason="slow consumer"`) {
-		require.Less(t, published, int64(50000), "the slow subscriber was never cut off")
+	data := `"` + strings.Repeat("x", 16000) + `"`
+	for i := 0; !strings.Contains(s.logs.String(), `reason="slow consumer"`); i++ {
+		require.Less(t, i, 20000, "the slow subscriber was never cut off")
 		s.publish("flood", data)
-		published++
+		require.Equal(t, eventJSON("flood", data), readEvent(t, healthy), "the healthy subscriber, event %d", i)
 	}
-	require.Eventually(t, func() bool { return received.Load() == published }, 10*time.Second, time.Millisecond,
-		"the healthy subscriber lost events")
 	assert.Equal(t, 1, strings.Count(s.logs.String(), `msg="subscriber cut off"`), "only the slow one is cut off")
+	s.publish("flood", "1")
+	require.Equal(t, eventJSON("flood", "1"), readEvent(t, healthy))
 	ce := readClose(t, slow)
 	assert.Equal(t, websocket.ClosePolicyViolation, ce.Code)
 	assert.Equal(t, "slow consumer", ce.Text)
