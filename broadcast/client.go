@@ -79,6 +79,7 @@ type client struct {
 	// Exactly one writer at a time.
 	scheduled bool
 	closing   bool      // the close frame is queued or sent; nothing more is queued
+	draining  bool      // the close frame follows what was queued (see drain)
 	reason    string    // why closing began
 	closedAt  time.Time // when closing began
 	closeSent time.Time // when the close frame was written (see sweep)
@@ -171,8 +172,26 @@ func (c *client) close(code int, reason string) {
 	}
 }
 
-// startCloseLocked replaces the queue with a close frame and reports
-// whether the caller must schedule a writer.
+// drain begins the closing handshake after everything already queued:
+// the subscriber receives every event queued before the close frame. The
+// hub closes this way when it shuts down, so that no event that was
+// answered OK is lost to a subscriber that stays connected.
+func (c *client) drain(code int, reason string) {
+	c.mu.Lock()
+	schedule := false
+	if !c.closing {
+		c.draining = true
+		schedule = c.startCloseLocked(code, reason)
+	}
+	c.mu.Unlock()
+	if schedule {
+		c.hub.schedule(c)
+	}
+}
+
+// startCloseLocked queues a close frame and reports whether the caller
+// must schedule a writer. Unless the client is draining, the close frame
+// replaces whatever was queued.
 func (c *client) startCloseLocked(code int, reason string) bool {
 	if c.closing {
 		return false
@@ -180,16 +199,20 @@ func (c *client) startCloseLocked(code int, reason string) bool {
 	c.closing = true
 	c.reason = reason
 	c.closedAt = time.Now()
-	clear(c.queue) // let the dropped frames be collected
-	c.queue = c.queue[:0]
-	c.queued, c.grace = 0, 0
+	if !c.draining {
+		clear(c.queue) // let the dropped frames be collected
+		c.queue = c.queue[:0]
+		c.queued, c.grace = 0, 0
+	}
 	if code != closeNoStatus {
 		if c.sse {
 			c.queue = append(c.queue, sseComment("close "+reason))
 		} else {
 			c.queue = append(c.queue, closeFrame(code, reason))
 		}
-		c.queuedSince = c.closedAt
+		if len(c.queue) == 1 {
+			c.queuedSince = c.closedAt
+		}
 	}
 	schedule := !c.scheduled
 	c.scheduled = true

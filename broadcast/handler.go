@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/gorilla/websocket"
 
@@ -156,8 +157,12 @@ type lockedConn struct {
 	rc syscall.RawConn
 }
 
-// newLockedConn wraps nc, with the raw connection when nc has one.
+// newLockedConn wraps nc, a connection just hijacked from net/http, with
+// the raw connection when nc has one. The server's request deadlines
+// (READ_TIMEOUT) bound the request, not the subscriber's life, so they are
+// cleared: the subscriber's own timeouts take over (see sweep.go).
 func newLockedConn(nc net.Conn) *lockedConn {
+	_ = nc.SetDeadline(time.Time{})
 	lc := &lockedConn{Conn: nc}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {

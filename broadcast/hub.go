@@ -364,9 +364,10 @@ func (h *Hub) pingLoop() {
 }
 
 // Close stops the hub: new connections and publishes are refused, every
-// subscriber is sent close 1001 "going away", and Close waits for the
-// connections to end. When ctx ends first, the remaining connections are
-// cut without ceremony and ctx's error is returned.
+// subscriber is sent what was queued for it and then close 1001 "going
+// away", and Close waits for the connections to end. When ctx ends first,
+// the remaining connections are cut without ceremony, the log says how
+// many and how much they had not been sent, and ctx's error is returned.
 func (h *Hub) Close(ctx context.Context) error {
 	h.mu.Lock()
 	if h.closed {
@@ -379,8 +380,10 @@ func (h *Hub) Close(ctx context.Context) error {
 	close(h.stop)
 	h.pinger.Wait()
 
+	// Every event published so far is queued; each subscriber gets it,
+	// then the close.
 	for _, c := range h.snapshot() {
-		c.close(closeGoingAway, "going away")
+		c.drain(closeGoingAway, "going away")
 	}
 	done := make(chan struct{})
 	go func() {
@@ -391,9 +394,17 @@ func (h *Hub) Close(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-ctx.Done():
+		cut, frames := 0, 0
 		for _, c := range h.snapshot() {
+			c.mu.Lock()
+			if c.closeSent.IsZero() {
+				cut++
+				frames += max(len(c.queue)-1, 0) // the close frame is not an event
+			}
+			c.mu.Unlock()
 			c.abort()
 		}
+		h.opts.Log.Warn("shutdown timeout: connections cut", "connections", cut, "queued_frames", frames)
 		<-done
 		err = ctx.Err()
 	}

@@ -51,7 +51,11 @@ func (c *client) sweep(now time.Time) {
 	if !c.closeSent.IsZero() {
 		deadline = c.closeSent.Add(closeGrace)
 	}
-	abort := closing && !c.aborted && now.After(deadline)
+	// A draining subscriber may take longer to read what it was sent
+	// before the close; each of its writes is bounded by WRITE_TIMEOUT, and
+	// the hub's Close bounds the whole.
+	pending := c.closeSent.IsZero() && c.draining
+	abort := closing && !c.aborted && !pending && now.After(deadline)
 	if abort {
 		c.aborted = true
 	}

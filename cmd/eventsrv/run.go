@@ -110,10 +110,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		}
 		publishHandler.ServeHTTP(w, r)
 	})), log)
-	// The broadcast server has no ReadTimeout: upgraded connections set
-	// their own deadlines, and a timeout here would cut the upgrade.
+	// READ_TIMEOUT bounds every request on the broadcast server too; the
+	// hub clears it on the connections it takes over (WebSocket and SSE).
 	broadcastSrv := newServer(cfg, probes.wrap(origins.Wrap(hub, "GET")), log)
-	broadcastSrv.ReadTimeout = 0
 
 	var servers []*endpoint
 	closeAll := func() {
@@ -284,7 +283,7 @@ func shutdown(cfg config, log *slog.Logger, probes *probes, servers []*endpoint,
 
 func newServer(cfg config, h http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{
-		Handler:           h,
+		Handler:           closeUnread(h),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       cfg.ReadTimeout,
 		WriteTimeout:      cfg.ReadTimeout,
