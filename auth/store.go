@@ -231,13 +231,16 @@ func (s *FileStore) apply(data []byte, settled bool) (changed bool, err error) {
 	sum := sha256.Sum256(data)
 	body, bom := bytes.CutPrefix(data, utf8BOM)
 	cutLine := 0 // the unterminated last line left out, if any
-	if i := bytes.LastIndexByte(body, '\n'); !settled && i+1 < len(body) {
-		// Blank and comment tails change nothing, but are dropped too, so
-		// that only a terminated file can say it is empty on purpose.
-		if f := bytes.Fields(body[i+1:]); len(f) > 0 && f[0][0] != '#' {
+	if !settled {
+		// Everything after the last newline (nothing, in a complete file)
+		// is left out. Blank and comment tails change nothing, but are
+		// dropped too, so that only a terminated file can say it is empty
+		// on purpose.
+		end := bytes.LastIndexByte(body, '\n') + 1
+		if f := bytes.Fields(body[end:]); len(f) > 0 && f[0][0] != '#' {
 			cutLine = bytes.Count(body, []byte{'\n'}) + 1
 		}
-		body = body[:i+1]
+		body = body[:end]
 	}
 	set, ignored, err := ParseTokens(bytes.NewReader(body))
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -169,6 +170,8 @@ func TestFileStoreWatch(t *testing.T) {
 	log, logs := newTestLogger()
 	s, err := OpenFileStore(path, log)
 	require.NoError(t, err)
+	counts := &reloadCounts{}
+	s.WithMetrics(counts)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -182,22 +185,38 @@ func TestFileStoreWatch(t *testing.T) {
 	require.Eventually(t, func() bool { return s.Contains(tokC) }, 5*time.Second, 5*time.Millisecond)
 	assert.False(t, s.Contains(tokB))
 
-	// A failing reload is logged, and the previous set kept.
+	// A failing reload is logged once however many polls fail, and the
+	// previous set kept.
 	require.NoError(t, os.Remove(path))
-	require.Eventually(t, func() bool {
-		return strings.Contains(logs.String(), "reload failed")
-	}, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return counts.failed.Load() >= 3 }, 5*time.Second, time.Millisecond)
+	assert.Equal(t, 1, strings.Count(logs.String(), "reload failed"))
 	assert.True(t, s.Contains(tokC))
 
-	// Recovery: the next good file is picked up; the failure was logged once.
+	// Recovery: the next good file is picked up; the next failure is
+	// logged again, once.
 	writeFileAtomic(t, path, tokB+"\n")
 	require.Eventually(t, func() bool { return s.Contains(tokB) }, 5*time.Second, 5*time.Millisecond)
 	assert.Equal(t, 1, strings.Count(logs.String(), "reload failed"))
+	require.NoError(t, os.Remove(path))
+	before := counts.failed.Load()
+	require.Eventually(t, func() bool { return counts.failed.Load() >= before+3 }, 5*time.Second, time.Millisecond)
+	assert.Equal(t, 2, strings.Count(logs.String(), "reload failed"))
 
 	cancel()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Watch did not return after its context ended")
+	}
+}
+
+// reloadCounts counts reloads, as the metrics do.
+type reloadCounts struct{ ok, failed atomic.Int32 }
+
+func (c *reloadCounts) TokensReloaded(ok bool) {
+	if ok {
+		c.ok.Add(1)
+	} else {
+		c.failed.Add(1)
 	}
 }

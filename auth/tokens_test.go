@@ -163,6 +163,15 @@ func TestParseTokensErrors(t *testing.T) {
 		assert.Nil(t, set)
 		assert.Nil(t, short)
 	})
+	t.Run("file at the size bound", func(t *testing.T) {
+		// 64-byte lines: a token line, then comments up to the bound exactly.
+		first := tokB + strings.Repeat(" ", 63-len(tokB)) + "\n"
+		full := first + strings.Repeat("#"+strings.Repeat("-", 62)+"\n", maxTokensFileBytes/64-1)
+		require.Len(t, full, maxTokensFileBytes)
+		set, _, err := ParseTokens(strings.NewReader(full))
+		require.NoError(t, err)
+		assert.Equal(t, 1, set.Len())
+	})
 	t.Run("file over the size bound", func(t *testing.T) {
 		big := strings.Repeat(tokB+"\n", maxTokensFileBytes/(len(tokB)+1)+1)
 		require.Greater(t, len(big), maxTokensFileBytes)
