@@ -51,7 +51,7 @@ type client struct {
 	sse         bool // a Server-Sent Events stream, not a WebSocket
 	userAgent   string
 	connectedAt time.Time
-	subList     atomic.Pointer[[]string] // sorted copy of subs, for Clients
+	subList     atomic.Pointer[[]string] // copy of subs, for Clients
 	sent        atomic.Uint64            // frames written
 	initialized atomic.Bool              // an init has succeeded
 	expires     atomic.Int64             // UnixNano when the last init's credential expires; 0: never

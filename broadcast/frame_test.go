@@ -215,5 +215,5 @@ func TestInitReplies(t *testing.T) {
 		assert.Equal(t, byte(opText), op)
 		assert.Equal(t, `{"type":"init","code":"`+string(code)+`"}`, string(p))
 	}
-	assert.Len(t, initReplies, 7)
+	assert.Len(t, initReplies, 8)
 }

@@ -53,6 +53,13 @@ type Options struct {
 	// Epoch is the first part of every event ID (see history.ID); zero
 	// means the hub's start in Unix milliseconds.
 	Epoch uint64
+	// ResumeMaxEvents and ResumeMaxBytes bound one resume's replay (0: no
+	// bound); a subscriber that missed more gets the newest that fit,
+	// with recovered false.
+	ResumeMaxEvents int
+	ResumeMaxBytes  int
+	// MaxEventNameBytes bounds an event name to subscribe to; 0: no bound.
+	MaxEventNameBytes int
 }
 
 // History keeps recent events so that a subscriber can resume after a
@@ -61,8 +68,10 @@ type Options struct {
 type History interface {
 	Append(e history.Event)
 	// Since returns the kept events of names after sequence number after,
-	// oldest first, and whether they are all of them.
-	Since(names []string, after uint64) (events []history.Event, complete bool)
+	// oldest first (the newest max when there are more, max > 0), and
+	// whether they are all of them. It must not wait for Append for long:
+	// the hub calls it outside its publish lock too.
+	Since(names []string, after uint64, max int) (events []history.Event, complete bool)
 }
 
 // Metrics is what the hub reports, for metrics.
@@ -98,8 +107,12 @@ type Hub struct {
 	pubMu  sync.Mutex
 	topics map[string]*topic
 	epoch  uint64
-	seq    uint64    // the last event's sequence number
-	ready  []*client // Publish's scratch list of subscribers to schedule
+	seq    uint64 // the last event's sequence number
+	// kept is seq once the event is in the history (at once without
+	// one): a resume reads the history up to it without the publish lock
+	// (see subscribe).
+	kept  atomic.Uint64
+	ready []*client // Publish's scratch list of subscribers to schedule
 
 	flush flushers
 
@@ -185,12 +198,16 @@ func (h *Hub) publish(event string, data json.RawMessage) history.ID {
 	h.seq++
 	id := history.ID{Epoch: h.epoch, Seq: h.seq}
 	t := h.topics[event]
-	if t == nil && h.opts.History == nil {
-		return id
+	if h.opts.History == nil {
+		h.kept.Store(id.Seq)
+		if t == nil {
+			return id
+		}
 	}
 	f := eventFrame(id, event, data)
 	if h.opts.History != nil {
 		h.opts.History.Append(history.Event{Seq: id.Seq, Name: event, Data: eventData(f, len(data)), Frame: f})
+		h.kept.Store(id.Seq)
 	}
 	if t == nil {
 		return id
@@ -228,10 +245,11 @@ func (h *Hub) publish(event string, data json.RawMessage) history.ID {
 }
 
 // resumed is what a subscription that resumes is told: the events it
-// missed, oldest first, the position it continues from (the last event
-// published before it went live), and whether the events are all it missed.
+// missed, oldest first, encoded for its transport, the position it
+// continues from (the last event published before it went live), and
+// whether the events are all it missed.
 type resumed struct {
-	events    []history.Event
+	frames    [][]byte
 	position  history.ID
 	recovered bool
 }
@@ -243,12 +261,20 @@ type resumed struct {
 // (a client's last event ID), reply gets the events of these names
 // published after since: replayed and then live, with no gap or duplicate
 // at the seam.
+//
+// The replay is read from the history and encoded before the publish lock
+// is taken, so that a storm of resumes does not hold up publishing; under
+// the lock only what was published meanwhile is added.
 func (h *Hub) subscribe(c *client, events []string, since *string, reply func(*resumed) [][]byte) {
+	var pre *replay
+	if since != nil {
+		pre = h.readReplay(c, events, *since)
+	}
 	h.pubMu.Lock()
 	defer h.pubMu.Unlock()
 	var r *resumed
 	if since != nil {
-		r = h.resume(events, *since)
+		r = h.finishReplay(c, events, pre)
 	}
 	c.addReplay(reply(r))
 	for _, e := range events {
@@ -262,38 +288,109 @@ func (h *Hub) subscribe(c *client, events []string, since *string, reply func(*r
 	}
 }
 
-// resume finds what a subscriber of names missed after since. An empty
-// since asks for nothing: a first connection learns its position. An ID
-// the hub does not know (another epoch, a process that has restarted, a
-// future or malformed one) gets every kept event, not recovered.
-func (h *Hub) resume(names []string, since string) *resumed {
+// replay is a resume's replay as read before the publish lock.
+type replay struct {
+	after  uint64   // the resume's last seen sequence number; 0: all kept
+	known  bool     // the ID was one of this hub's (not another epoch, a future or malformed one)
+	upTo   uint64   // the history was read up to this sequence number
+	frames [][]byte // the encoded events, oldest first
+	// complete is false when events after the ID were dropped, or when
+	// there were more than the replay bound.
+	complete bool
+	empty    bool // since was "": a first connection asks for nothing
+}
+
+// readReplay reads what a subscriber of names missed after since from the
+// history, without the publish lock. An empty since asks for nothing: a
+// first connection learns its position. An ID the hub does not know
+// (another epoch, a process that has restarted, a future or malformed one)
+// gets every kept event, not recovered.
+func (h *Hub) readReplay(c *client, names []string, since string) *replay {
+	p := &replay{empty: since == "", complete: true}
+	if p.empty {
+		return p
+	}
+	p.upTo = h.kept.Load()
+	id, err := history.ParseID(since)
+	p.known = err == nil && id.Epoch == h.epoch && id.Seq <= p.upTo
+	if p.known {
+		p.after = id.Seq
+	}
+	if h.opts.History == nil || p.after == p.upTo {
+		return p
+	}
+	events, complete := h.opts.History.Since(names, p.after, h.opts.ResumeMaxEvents)
+	// Events kept after upTo are read again under the lock, with the rest
+	// published meanwhile.
+	for len(events) > 0 && events[len(events)-1].Seq > p.upTo {
+		events = events[:len(events)-1]
+	}
+	// What cannot fit the byte bound is not encoded (finishReplay bounds
+	// the frames exactly).
+	if limit := h.opts.ResumeMaxBytes; limit > 0 {
+		size, first := 0, len(events)
+		for first > 0 && size <= limit {
+			first--
+			size += len(events[first].Name) + len(events[first].Data)
+		}
+		if first > 0 {
+			events, complete = events[first:], false
+		}
+	}
+	p.frames, p.complete = h.encodeReplay(c, events), complete
+	return p
+}
+
+// finishReplay, under the publish lock, adds to pre what was published
+// since it was read, bounds the whole, and says where the subscription
+// continues.
+func (h *Hub) finishReplay(c *client, names []string, pre *replay) *resumed {
 	r := &resumed{position: history.ID{Epoch: h.epoch, Seq: h.seq}, recovered: true}
-	if since == "" {
+	if pre.empty {
 		return r
 	}
-	id, err := history.ParseID(since)
-	known := err == nil && id.Epoch == h.epoch && id.Seq <= h.seq
-	if known && id.Seq == h.seq {
-		return r // nothing was published since
+	r.frames, r.recovered = pre.frames, pre.known && pre.complete
+	if h.opts.History == nil {
+		r.recovered = pre.known && pre.after == h.seq
+		return r
 	}
-	if !known {
-		id.Seq = 0
+	if from := max(pre.after, pre.upTo); from < h.seq {
+		events, complete := h.opts.History.Since(names, from, h.opts.ResumeMaxEvents)
+		r.frames = append(r.frames, h.encodeReplay(c, events)...)
+		r.recovered = r.recovered && complete
 	}
-	r.recovered = false
-	if h.opts.History != nil {
-		var complete bool
-		r.events, complete = h.opts.History.Since(names, id.Seq)
-		r.recovered = known && complete
+	if n := h.opts.ResumeMaxEvents; n > 0 && len(r.frames) > n {
+		r.frames, r.recovered = r.frames[len(r.frames)-n:], false
+	}
+	if limit := h.opts.ResumeMaxBytes; limit > 0 {
+		size, first := 0, len(r.frames)
+		for first > 0 && size+len(r.frames[first-1]) <= limit {
+			first--
+			size += len(r.frames[first])
+		}
+		if first > 0 {
+			r.frames, r.recovered = r.frames[first:], false
+		}
 	}
 	return r
 }
 
-// replayFrame is the WebSocket delivery of a kept event.
-func (h *Hub) replayFrame(e history.Event) []byte {
-	if e.Frame != nil {
-		return e.Frame
+// encodeReplay encodes kept events for c's transport: a WebSocket shares
+// the frames the history keeps; SSE encodes its own.
+func (h *Hub) encodeReplay(c *client, events []history.Event) [][]byte {
+	frames := make([][]byte, len(events))
+	for i, e := range events {
+		id := history.ID{Epoch: h.epoch, Seq: e.Seq}
+		switch {
+		case c.sse:
+			frames[i] = sseEventFrame(id, e.Name, e.Data)
+		case e.Frame != nil:
+			frames[i] = e.Frame
+		default:
+			frames[i] = eventFrame(id, e.Name, e.Data)
+		}
 	}
-	return eventFrame(history.ID{Epoch: h.epoch, Seq: e.Seq}, e.Name, e.Data)
+	return frames
 }
 
 // unsubscribe removes c from the topics of events; empty topics go away.
@@ -459,7 +556,7 @@ func (h *Hub) Clients() []ClientInfo {
 			Subscriptions: []string{}, MessagesSent: c.sent.Load(), ConnectedSince: c.connectedAt.UTC(),
 		}
 		if list := c.subList.Load(); list != nil {
-			info.Subscriptions = *list
+			info.Subscriptions = slices.Sorted(slices.Values(*list))
 		}
 		c.mu.Lock()
 		info.QueueDepth, info.QueuedBytes = len(c.queue), c.queued

@@ -178,14 +178,12 @@ func (h *Hub) startSSE(w http.ResponseWriter, r *http.Request, perms auth.Permis
 // reset event if events were lost, the replay, and the position.
 func (c *client) subscribeSSE(events []string, since string, head []byte) {
 	c.addSubscriptions(events, &since, func(r *resumed) [][]byte {
-		frames := make([][]byte, 0, len(r.events)+3)
+		frames := make([][]byte, 0, len(r.frames)+3)
 		frames = append(frames, head)
 		if !r.recovered {
 			frames = append(frames, sseReset)
 		}
-		for _, e := range r.events {
-			frames = append(frames, sseEventFrame(history.ID{Epoch: r.position.Epoch, Seq: e.Seq}, e.Name, e.Data))
-		}
+		frames = append(frames, r.frames...)
 		return append(frames, ssePosition(r.position))
 	})
 }

@@ -64,7 +64,7 @@ func BenchmarkSince(b *testing.B) {
 		b.Run(bm.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				m.Since(bm.names, bm.after)
+				m.Since(bm.names, bm.after, 0)
 			}
 		})
 	}

@@ -196,24 +196,37 @@ func (m *Memory) Append(e Event) {
 
 // Since returns the kept events of names with Seq > after, oldest first, and
 // whether that is all of them: complete is false when an event of those
-// names with Seq > after has been dropped (or may have been; see Memory).
-// A name repeated in names counts once. The events share their bytes with
-// the store; they must not be modified.
-func (m *Memory) Since(names []string, after uint64) (events []Event, complete bool) {
+// names with Seq > after has been dropped (or may have been; see Memory),
+// or when there were more than max (> 0), of which it returns the newest
+// max. A name repeated in names counts once. The events share their bytes
+// with the store; they must not be modified.
+//
+// The store's lock, which Append waits for, is held only to copy the
+// events out (at most max per name); merging names happens after.
+func (m *Memory) Since(names []string, after uint64, max int) (events []Event, complete bool) {
+	uniq := slices.Clone(names)
+	slices.Sort(uniq)
+	uniq = slices.Compact(uniq)
+	var runs int
+	events, complete, runs = m.collect(uniq, after, max)
+	if runs > 1 {
+		events = bySeq(events)
+	}
+	if max > 0 && len(events) > max {
+		events, complete = events[len(events)-max:], false
+	}
+	return events, complete
+}
+
+// collect copies out the kept events of names (sorted, distinct) with Seq
+// > after, at most max (> 0) of each name, the newest, name after name;
+// runs is how many names had any.
+func (m *Memory) collect(names []string, after uint64, max int) (events []Event, complete bool, runs int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.expireNow()
 	complete = after >= m.floor
-	type run struct {
-		rec   *record
-		start int
-	}
-	uniq := slices.Clone(names)
-	slices.Sort(uniq)
-	uniq = slices.Compact(uniq)
-	runs := make([]run, 0, len(uniq))
-	total := 0
-	for _, name := range uniq {
+	for _, name := range names {
 		rec := m.names[name]
 		if rec == nil {
 			continue
@@ -223,41 +236,43 @@ func (m *Memory) Since(names []string, after uint64) (events []Event, complete b
 		}
 		n := rec.events.len()
 		start := sort.Search(n, func(i int) bool { return rec.events.at(i).seq > after })
-		if start < n {
-			runs = append(runs, run{rec, start})
-			total += n - start
+		if max > 0 && n-start > max {
+			start, complete = n-max, false
+		}
+		if start == n {
+			continue
+		}
+		runs++
+		if events == nil {
+			events = make([]Event, 0, n-start)
+		}
+		for i := start; i < n; i++ {
+			events = append(events, rec.event(i))
 		}
 	}
-	if total == 0 {
-		return nil, complete
-	}
-	events = make([]Event, 0, total)
-	if len(runs) == 1 {
-		r := runs[0]
-		for i := r.start; i < r.rec.events.len(); i++ {
-			events = append(events, r.rec.event(i))
-		}
-		return events, complete
-	}
-	// Several names: merge by Seq. Sorting small pointer-free positions and
-	// then building the events in order is several times faster than
-	// sorting the events themselves, whose every move of a pointer costs a
-	// write barrier while the collector runs.
+	return events, complete, runs
+}
+
+// bySeq returns events, runs of ascending Seq one after the other, in
+// Seq order. Sorting small pointer-free positions and then building the
+// events in order is several times faster than sorting the events
+// themselves, whose every move of a pointer costs a write barrier while
+// the collector runs.
+func bySeq(events []Event) []Event {
 	type position struct {
-		seq    uint64
-		run, i int
+		seq uint64
+		i   int
 	}
-	order := make([]position, 0, total)
-	for ri, r := range runs {
-		for i := r.start; i < r.rec.events.len(); i++ {
-			order = append(order, position{r.rec.events.at(i).seq, ri, i})
-		}
+	order := make([]position, len(events))
+	for i, e := range events {
+		order[i] = position{e.Seq, i}
 	}
 	slices.SortFunc(order, func(a, b position) int { return cmp.Compare(a.seq, b.seq) })
-	for _, p := range order {
-		events = append(events, runs[p.run].rec.event(p.i))
+	sorted := make([]Event, len(events))
+	for i, p := range order {
+		sorted[i] = events[p.i]
 	}
-	return events, complete
+	return sorted
 }
 
 // Stats reports the events and bytes kept, for metrics. It drops expired

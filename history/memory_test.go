@@ -48,7 +48,7 @@ func seqs(events []Event) []uint64 {
 // requireSince checks one Since answer.
 func requireSince(t *testing.T, m *Memory, names []string, after uint64, want []uint64, wantComplete bool) {
 	t.Helper()
-	events, complete := m.Since(names, after)
+	events, complete := m.Since(names, after, 0)
 	require.Equal(t, want, seqs(events), "events of %q after %d", names, after)
 	require.Equal(t, wantComplete, complete, "complete for %q after %d", names, after)
 	for _, e := range events {
@@ -71,7 +71,7 @@ func TestMemorySizeKeepsTheNewestPerName(t *testing.T) {
 	requireSince(t, m, []string{"a", "b"}, 2, []uint64{3, 4, 5, 6}, true)
 	requireSince(t, m, []string{"a", "b"}, 1, []uint64{3, 4, 5, 6}, false)
 
-	events, _ := m.Since([]string{"a"}, 4)
+	events, _ := m.Since([]string{"a"}, 4, 0)
 	require.Equal(t, "a", events[0].Name)
 	require.Len(t, events[0].Frame, 10, "the frame is kept for replay")
 	require.Len(t, events[0].Data, 8)
@@ -221,7 +221,7 @@ func TestMemorySinceMergesNamesBySeq(t *testing.T) {
 	for seq := uint64(1); seq <= 30; seq++ {
 		m.Append(event(seq, names[(seq*7)%3], 5))
 	}
-	events, complete := m.Since([]string{"c", "a"}, 4)
+	events, complete := m.Since([]string{"c", "a"}, 4, 0)
 	require.True(t, complete)
 	var want []uint64
 	for seq := uint64(5); seq <= 30; seq++ {
@@ -319,7 +319,7 @@ func TestMemoryTombstonesStayBounded(t *testing.T) {
 		}
 		require.LessOrEqual(t, len(m.all.buf), 256)
 		requireSince(t, m, []string{"rare"}, 0, []uint64{1}, true)
-		events, complete := m.Since([]string{"busy", "rare"}, 99_990)
+		events, complete := m.Since([]string{"busy", "rare"}, 99_990, 0)
 		require.True(t, complete)
 		require.Len(t, events, 10)
 
@@ -327,7 +327,7 @@ func TestMemoryTombstonesStayBounded(t *testing.T) {
 		// rare event is still the oldest.
 		m.dropOldest()
 		requireSince(t, m, []string{"rare"}, 0, nil, false)
-		events, _ = m.Since([]string{"busy"}, 0)
+		events, _ = m.Since([]string{"busy"}, 0, 0)
 		require.Len(t, events, 10)
 	})
 }
@@ -343,7 +343,7 @@ func TestMemoryConcurrentUse(t *testing.T) {
 	for range 4 {
 		wg.Go(func() {
 			for i := range 1000 {
-				events, _ := m.Since([]string{"n1", "n3"}, uint64(i))
+				events, _ := m.Since([]string{"n1", "n3"}, uint64(i), 0)
 				// assert, not require: FailNow must not run off the test's goroutine.
 				assert.True(t, slices.IsSortedFunc(events, func(a, b Event) int { return cmp.Compare(a.Seq, b.Seq) }))
 				_, bytes := m.Stats()
@@ -467,7 +467,7 @@ func TestMemoryAgainstModel(t *testing.T) {
 						asked[i] = names[rng.IntN(len(names))]
 					}
 					after := seq - min(seq, uint64(rng.IntN(40)))
-					events, complete := m.Since(asked, after)
+					events, complete := m.Since(asked, after, 0)
 					want, lost := md.since(asked, after, clock.now())
 					require.Equal(t, want, seqs(events), "events of %q after %d", asked, after)
 					if lost {
@@ -553,7 +553,7 @@ func TestMemoryCompaction(t *testing.T) {
 					requireCounts(t, m)
 				}
 			}
-			events, complete := m.Since([]string{"busy", "pinned0"}, 0)
+			events, complete := m.Since([]string{"busy", "pinned0"}, 0, 0)
 			require.Equal(t, []uint64{1, seq}, seqs(events))
 			require.False(t, complete, "busy dropped events")
 		})
@@ -593,8 +593,47 @@ func TestMemorySinceAllocatesWhatItReturns(t *testing.T) {
 	}
 	for _, names := range [][]string{{"n0"}, {"n0", "n1"}, {"n0", "n1", "n2"}, {"n0", "none"}} {
 		for _, after := range []uint64{0, 4, 9, 11} {
-			events, _ := m.Since(names, after)
+			events, _ := m.Since(names, after, 0)
 			require.Equal(t, len(events), cap(events), "%q after %d", names, after)
 		}
+	}
+}
+
+// Since with max returns the newest max events, merged across names, and
+// says that they are not all.
+func TestMemorySinceMax(t *testing.T) {
+	m := NewMemory(Limits{Size: 100})
+	// a: 1..10; b: 11, 13, 15; c: 12, 14
+	for seq := uint64(1); seq <= 10; seq++ {
+		m.Append(event(seq, "a", 10))
+	}
+	for _, seq := range []uint64{11, 12, 13, 14, 15} {
+		name := "b"
+		if seq%2 == 0 {
+			name = "c"
+		}
+		m.Append(event(seq, name, 10))
+	}
+	cases := []struct {
+		names    []string
+		after    uint64
+		max      int
+		want     []uint64
+		complete bool
+	}{
+		{[]string{"a"}, 0, 3, []uint64{8, 9, 10}, false},
+		{[]string{"a"}, 0, 10, []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, true},
+		{[]string{"a"}, 7, 3, []uint64{8, 9, 10}, true},
+		{[]string{"a"}, 6, 3, []uint64{8, 9, 10}, false},
+		{[]string{"b", "c"}, 0, 4, []uint64{12, 13, 14, 15}, false},
+		{[]string{"b", "c"}, 0, 5, []uint64{11, 12, 13, 14, 15}, true},
+		{[]string{"a", "c"}, 8, 2, []uint64{12, 14}, false},
+		{[]string{"a", "c"}, 8, 4, []uint64{9, 10, 12, 14}, true},
+		{[]string{"c", "a", "c"}, 9, 0, []uint64{10, 12, 14}, true},
+	}
+	for _, tc := range cases {
+		events, complete := m.Since(tc.names, tc.after, tc.max)
+		require.Equal(t, tc.want, seqs(events), "%q after %d, max %d", tc.names, tc.after, tc.max)
+		require.Equal(t, tc.complete, complete, "complete: %q after %d, max %d", tc.names, tc.after, tc.max)
 	}
 }

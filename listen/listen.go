@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"eventsrv/auth"
 	"eventsrv/internal/jsonhttp"
@@ -39,6 +40,7 @@ const (
 	CodeMethodNotAllowed       Code = "METHOD_NOT_ALLOWED"
 	CodeNotFound               Code = "NOT_FOUND"
 	CodeUnavailable            Code = "UNAVAILABLE"
+	CodeNameTooLong            Code = "EVENT_NAME_TOO_LONG"
 )
 
 // statusOf is the one table from code to HTTP status.
@@ -52,13 +54,16 @@ var statusOf = map[Code]int{
 	CodeMethodNotAllowed:       http.StatusMethodNotAllowed,
 	CodeNotFound:               http.StatusNotFound,
 	CodeUnavailable:            http.StatusServiceUnavailable,
+	CodeNameTooLong:            http.StatusBadRequest,
 }
 
 // Options are the listen server's limits.
 type Options struct {
 	// MaxBodyBytes bounds a POST /event body; larger ones get 413.
 	MaxBodyBytes int64
-	Log          *slog.Logger
+	// MaxEventNameBytes bounds an event name; 0: no bound.
+	MaxEventNameBytes int
+	Log               *slog.Logger
 	// Metrics, when set, counts every POST /event answer by its code.
 	Metrics Counter
 }
@@ -127,8 +132,13 @@ func (h *handler) event(w http.ResponseWriter, r *http.Request) {
 		h.answer(w, CodeInvalidBody)
 		return
 	}
+	if limit := h.opts.MaxEventNameBytes; limit > 0 && len(ev.Name) > limit {
+		h.opts.Log.Info("event refused", "remote", r.RemoteAddr, "code", CodeNameTooLong, "length", len(ev.Name), "limit", limit)
+		h.answer(w, CodeNameTooLong)
+		return
+	}
 	if !perms.Publish.Allows(ev.Name) {
-		h.opts.Log.Info("event refused", "remote", r.RemoteAddr, "code", CodeForbidden, "event", ev.Name)
+		h.opts.Log.Info("event refused", "remote", r.RemoteAddr, "code", CodeForbidden, "event", logName(ev.Name))
 		h.answer(w, CodeForbidden)
 		return
 	}
@@ -159,4 +169,16 @@ func (h *handler) count(c Code) {
 
 func writeCode(w http.ResponseWriter, c Code) {
 	jsonhttp.Code(w, statusOf[c], string(c))
+}
+
+// logNameBytes is as much of an event name as a log line shows: enough to
+// tell names apart, little enough that refusals cannot flood the log.
+const logNameBytes = 64
+
+// logName is name cut to logNameBytes, with "…" where it was cut.
+func logName(name string) string {
+	if len(name) <= logNameBytes {
+		return name
+	}
+	return strings.ToValidUTF8(name[:logNameBytes], "") + "…"
 }

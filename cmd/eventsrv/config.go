@@ -48,15 +48,20 @@ type config struct {
 	TLSCertFile string `env:"TLS_CERT_FILE" envDefault:"certs/cert.crt" path:"true" help:"PEM certificate (chain) for HTTPS_ENABLE"`
 	TLSKeyFile  string `env:"TLS_KEY_FILE" envDefault:"certs/cert.key" path:"true" help:"PEM private key for HTTPS_ENABLE"`
 
-	MaxBodyBytes     int64 `env:"MAX_BODY_BYTES" envDefault:"1048576" bytes:"true" help:"largest POST /event body"`
-	MaxMessageBytes  int64 `env:"MAX_MESSAGE_BYTES" envDefault:"65536" bytes:"true" help:"largest message from a subscriber; at least 256"`
-	MaxSubscriptions int   `env:"MAX_SUBSCRIPTIONS" envDefault:"1000" help:"most event names one connection may subscribe to"`
-	QueueMaxBytes    int   `env:"QUEUE_MAX_BYTES" envDefault:"4194304" bytes:"true" help:"most bytes waiting for one subscriber before it is cut off as a slow consumer; more than MAX_BODY_BYTES"`
+	MaxBodyBytes      int64 `env:"MAX_BODY_BYTES" envDefault:"1048576" bytes:"true" help:"largest POST /event body"`
+	MaxMessageBytes   int64 `env:"MAX_MESSAGE_BYTES" envDefault:"65536" bytes:"true" help:"largest message from a subscriber; at least 256"`
+	MaxSubscriptions  int   `env:"MAX_SUBSCRIPTIONS" envDefault:"1000" help:"most event names one connection may subscribe to"`
+	MaxEventNameBytes int   `env:"MAX_EVENT_NAME_BYTES" envDefault:"255" help:"longest event name, in bytes of UTF-8, to publish or subscribe to"`
+	QueueMaxBytes     int   `env:"QUEUE_MAX_BYTES" envDefault:"4194304" bytes:"true" help:"most bytes waiting for one subscriber before it is cut off as a slow consumer; more than MAX_BODY_BYTES"`
 
 	HistorySize int `env:"HISTORY_SIZE" envDefault:"1000" help:"events kept per event name for subscribers that resume; 0 keeps none (events still get IDs)"`
 	// A positive TTL under a second outlives no reconnect; 0 means no limit.
 	HistoryTTL      time.Duration `env:"HISTORY_TTL" envDefault:"5m" min:"0s" warn:"1s" help:"events older than this are not kept for resume; 0: no age limit"`
 	HistoryMaxBytes int           `env:"HISTORY_MAX_BYTES" envDefault:"67108864" bytes:"true" help:"most bytes kept for resume in all, oldest dropped first; 0: no limit"`
+	// A replay is queued past QUEUE_MAX_BYTES and, for SSE, encoded for
+	// each stream: these bound what one resume may cost.
+	ResumeMaxEvents int `env:"RESUME_MAX_EVENTS" envDefault:"1000" help:"most events one resume replays; one that missed more gets the newest, with recovered false"`
+	ResumeMaxBytes  int `env:"RESUME_MAX_BYTES" envDefault:"4194304" bytes:"true" help:"most bytes one resume replays; one that missed more gets the newest, with recovered false"`
 
 	// Below 10ms pings, one frame per subscriber each, are most of the
 	// work, and a pong has 1.5 intervals to come back: under a second,
@@ -288,6 +293,9 @@ func (c config) validate() error {
 	check(c.MaxBodyBytes > 0, "MAX_BODY_BYTES", "%d is not a positive size", c.MaxBodyBytes)
 	check(c.MaxMessageBytes >= 256, "MAX_MESSAGE_BYTES", "%d is under the minimum, 256", c.MaxMessageBytes)
 	check(c.MaxSubscriptions > 0, "MAX_SUBSCRIPTIONS", "%d is not positive", c.MaxSubscriptions)
+	check(c.MaxEventNameBytes > 0, "MAX_EVENT_NAME_BYTES", "%d is not positive", c.MaxEventNameBytes)
+	check(c.ResumeMaxEvents >= 0, "RESUME_MAX_EVENTS", "%d is negative (0: no bound)", c.ResumeMaxEvents)
+	check(c.ResumeMaxBytes >= 0, "RESUME_MAX_BYTES", "%d is negative (0: no bound)", c.ResumeMaxBytes)
 	// A queue must hold at least one frame of the largest event, or every
 	// large event would cut its subscribers off.
 	check(int64(c.QueueMaxBytes) >= c.MaxBodyBytes+64, "QUEUE_MAX_BYTES", "%d must be larger than MAX_BODY_BYTES (%d) by at least 64", c.QueueMaxBytes, c.MaxBodyBytes)

@@ -88,7 +88,7 @@ func TestResumeSeam(t *testing.T) {
 		missed = 1000 // published while away, at least
 		total  = 2500
 	)
-	s := startServer(t, map[string]string{"HISTORY_SIZE": "10000"})
+	s := startServer(t, map[string]string{"HISTORY_SIZE": "10000", "RESUME_MAX_EVENTS": "10000"})
 	c := s.dial()
 	_, first := resume(t, c, resumeMsg("", "seam"))
 	assert.True(t, *first.Recovered, "a first connection has nothing to recover")
@@ -351,7 +351,9 @@ func TestResumeUnderLoad(t *testing.T) {
 		subs       = 4
 		drops      = 8
 	)
-	s := startServer(t, map[string]string{"HISTORY_SIZE": "10000"})
+	// A subscriber may be far behind when it drops: every event it missed
+	// is replayed, past the default RESUME_MAX_EVENTS.
+	s := startServer(t, map[string]string{"HISTORY_SIZE": "10000", "RESUME_MAX_EVENTS": "10000"})
 	start := make(chan struct{})
 	var pubs sync.WaitGroup
 	for p := range publishers {

@@ -83,19 +83,22 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		hist = mem
 	}
 	hub := broadcast.NewHub(authn, broadcast.Options{
-		QueueMaxBytes:    cfg.QueueMaxBytes,
-		WriteTimeout:     cfg.WriteTimeout,
-		PingInterval:     cfg.PingInterval,
-		InitTimeout:      cfg.InitTimeout,
-		MaxMessageBytes:  cfg.MaxMessageBytes,
-		MaxSubscriptions: cfg.MaxSubscriptions,
-		Log:              log,
-		Metrics:          m,
-		CheckOrigin:      origins.Allowed,
-		History:          hist,
+		QueueMaxBytes:     cfg.QueueMaxBytes,
+		WriteTimeout:      cfg.WriteTimeout,
+		PingInterval:      cfg.PingInterval,
+		InitTimeout:       cfg.InitTimeout,
+		MaxMessageBytes:   cfg.MaxMessageBytes,
+		MaxSubscriptions:  cfg.MaxSubscriptions,
+		Log:               log,
+		Metrics:           m,
+		CheckOrigin:       origins.Allowed,
+		History:           hist,
+		ResumeMaxEvents:   cfg.ResumeMaxEvents,
+		ResumeMaxBytes:    cfg.ResumeMaxBytes,
+		MaxEventNameBytes: cfg.MaxEventNameBytes,
 	})
 	m.WatchHub(hub)
-	listenOpts := listen.Options{MaxBodyBytes: cfg.MaxBodyBytes, Log: log, Metrics: m}
+	listenOpts := listen.Options{MaxBodyBytes: cfg.MaxBodyBytes, MaxEventNameBytes: cfg.MaxEventNameBytes, Log: log, Metrics: m}
 	probes := &probes{}
 
 	adminHandler := admin.NewHandler(authn, hub, admin.Info{Version: version(), Started: time.Now()})
