@@ -51,13 +51,13 @@ type client struct {
 	sse         bool // a Server-Sent Events stream, not a WebSocket
 	userAgent   string
 	connectedAt time.Time
-	subList     atomic.Pointer[[]string] // copy of subs, for Clients
-	sent        atomic.Uint64            // frames written
-	initialized atomic.Bool              // an init has succeeded
-	expires     atomic.Int64             // UnixNano when the last init's credential expires; 0: never
-	lastRead    atomic.Int64             // UnixNano of the last frame read after init
-	fd          int                      // the socket, for the poller; -1 when not polled
-	reading     atomic.Bool              // a reader is running (see readReady)
+	subList     atomic.Pointer[[]string]  // copy of subs, for Clients
+	sent        atomic.Uint64             // frames written
+	initialized atomic.Bool               // an init has succeeded
+	expires     atomic.Pointer[time.Time] // when the last init's credential expires; nil: never
+	lastRead    atomic.Int64              // UnixNano of the last frame read after init
+	fd          int                       // the socket, for the poller; -1 when not polled
+	reading     atomic.Bool               // a reader is running (see readReady)
 	tornDown    atomic.Bool
 
 	// raw is nc when it can be written without blocking (plain TCP), so

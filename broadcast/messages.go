@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"time"
 
 	"eventsrv/auth"
 )
@@ -96,9 +97,10 @@ func (c *client) handleInit(in Init, parseErr error) bool {
 // them, and the connection is closed when the credential expires.
 func (c *client) grant(perms auth.Permissions) {
 	c.perms = perms
-	var expires int64 // zero: the credential does not expire
+	var expires *time.Time // nil: the credential does not expire
 	if !perms.Expires.IsZero() {
-		expires = perms.Expires.UnixNano()
+		// A time, not UnixNano, which has no value past 2262.
+		expires = &perms.Expires
 	}
 	c.expires.Store(expires)
 }

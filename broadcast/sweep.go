@@ -64,7 +64,7 @@ func (c *client) sweep(now time.Time) {
 	case abort:
 		c.abort()
 	case closing:
-	case c.expires.Load() != 0 && now.UnixNano() > c.expires.Load():
+	case c.expires.Load() != nil && now.After(*c.expires.Load()):
 		c.close(closeTokenExpired, reasonExpired)
 	case !c.initialized.Load():
 		if now.Sub(c.connectedAt) > c.hub.opts.InitTimeout {
