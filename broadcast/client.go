@@ -22,11 +22,14 @@ const (
 	closeProtocolError = websocket.CloseProtocolError    // 1002: malformed frames
 	closeNoStatus      = websocket.CloseNoStatusReceived // 1005: never sent on the wire
 	closeTokenExpired  = 4001                            // the credential of the last init expired
+	closeTokenRevoked  = 4003                            // the credential was withdrawn, or narrowed below what is subscribed
 
 	reasonSlow        = "slow consumer"
 	reasonPingTimeout = "ping timeout"
 	reasonInitTimeout = "init timeout"
 	reasonExpired     = "token expired"
+	reasonRevoked     = "token revoked"
+	reasonNarrowed    = "permissions changed"
 )
 
 // client is one WebSocket subscriber. Its reader (reader.go) owns the
@@ -42,10 +45,12 @@ type client struct {
 	remote string
 
 	// subs is the subscription set and perms the permissions of the last
-	// successful init; only the reader touches them (there is one reader
-	// at a time: see reader.go).
-	subs  map[string]struct{}
-	perms auth.Permissions
+	// successful init; the reader changes them (there is one reader at a
+	// time: see reader.go) while it holds authMu, which Hub.Recheck holds
+	// to read them and narrow perms.
+	authMu sync.Mutex
+	subs   map[string]struct{}
+	perms  auth.Permissions
 
 	id          uint64
 	sse         bool // a Server-Sent Events stream, not a WebSocket

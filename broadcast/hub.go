@@ -598,3 +598,49 @@ func (h *Hub) Subscribers() int {
 	defer h.mu.Unlock()
 	return len(h.clients)
 }
+
+// Rechecker looks a credential's permissions up again: the current ones,
+// or false when the credential is no longer accepted.
+// auth.Authenticator.Recheck is one.
+type Rechecker func(auth.Permissions) (current auth.Permissions, ok bool)
+
+// Recheck applies a change of credentials to the open connections: one
+// whose credential is no longer accepted is closed with 4003 "token
+// revoked"; one subscribed to a name its current permissions no longer
+// allow is closed with 4003 "permissions changed" (it may reconnect, and
+// resume, with what it may still read); the others keep their
+// subscriptions and get the current permissions for later subscribes. Call
+// it when the tokens file has changed.
+func (h *Hub) Recheck(check Rechecker) (closed int) {
+	for _, c := range h.snapshot() {
+		if !c.initialized.Load() {
+			continue
+		}
+		if reason := c.recheck(check); reason != "" {
+			c.close(closeTokenRevoked, reason)
+			closed++
+		}
+	}
+	if closed > 0 {
+		h.opts.Log.Info("connections closed after a change of credentials", "connections", closed)
+	}
+	return closed
+}
+
+// recheck re-checks c's credential and returns why c must be closed, or
+// "" when it may go on (with its permissions brought up to date).
+func (c *client) recheck(check Rechecker) string {
+	c.authMu.Lock()
+	defer c.authMu.Unlock()
+	current, ok := check(c.perms)
+	if !ok {
+		return reasonRevoked
+	}
+	for name := range c.subs {
+		if !current.Subscribe.Allows(name) {
+			return reasonNarrowed
+		}
+	}
+	c.perms = current
+	return ""
+}

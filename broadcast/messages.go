@@ -65,6 +65,10 @@ var (
 // whether it was a successful init.
 func (c *client) handleMessage(msg []byte) bool {
 	in, err := ParseInit(msg)
+	// A re-check of the credential (Hub.Recheck) sees the permissions and
+	// the subscriptions before or after this message, never in between.
+	c.authMu.Lock()
+	defer c.authMu.Unlock()
 	switch in.Type {
 	case "", typeInit:
 		return c.handleInit(in, err)

@@ -154,9 +154,11 @@ func (h *Hub) startSSE(w http.ResponseWriter, r *http.Request, perms auth.Permis
 	_ = brw // nothing more is read from a GET's connection but its end
 	c := h.newSubscriber(r, nil, lc, bufio.NewReaderSize(lc, 64))
 	c.sse = true
+	c.authMu.Lock() // until subscribed: see Hub.Recheck
 	c.grant(perms)
 	c.initialized.Store(true)
 	if !h.register(c) {
+		c.authMu.Unlock()
 		_ = nc.Close()
 		return
 	}
@@ -170,6 +172,7 @@ func (h *Hub) startSSE(w http.ResponseWriter, r *http.Request, perms auth.Permis
 	}
 	head.WriteString("\r\n")
 	c.subscribeSSE(events, since, head.Bytes())
+	c.authMu.Unlock()
 	h.startReading(c)
 }
 

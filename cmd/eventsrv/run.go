@@ -167,6 +167,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
+	// A token removed or narrowed in the file applies to open connections
+	// too, not only to new ones (see Hub.Recheck).
+	store.OnChange(func() { hub.Recheck(authn.Recheck) })
 	go store.Watch(watchCtx, cfg.TokensReloadInterval)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
