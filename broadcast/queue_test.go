@@ -278,3 +278,16 @@ func TestAbortClosesTheConnection(t *testing.T) {
 	c.abort()
 	require.EqualValues(t, 1, nc.closes.Load())
 }
+
+// TestReplayQueuedSince: the write-wait metric counts from when a replay
+// was queued, and later frames do not move that.
+func TestReplayQueuedSince(t *testing.T) {
+	c, _, _ := detachedClient(t, Options{QueueMaxBytes: 100})
+	before := time.Now()
+	c.addReplay([][]byte{frameOf(1)})
+	since := c.queuedSince
+	require.False(t, since.Before(before), "queuedSince is when the replay came")
+	c.addReplay([][]byte{frameOf(1)})
+	c.add(frameOf(1))
+	require.Equal(t, since, c.queuedSince)
+}
