@@ -3,6 +3,7 @@ package broadcast
 import (
 	"bufio"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -15,10 +16,11 @@ import (
 	"eventsrv/internal/jsonhttp"
 )
 
-// maxUserAgent bounds the user agent kept for the admin client list.
+// maxUserAgent bounds the user agent kept for the admin client list, and
+// any header value logged.
 const maxUserAgent = 256
 
-func trimUserAgent(ua string) string {
+func trimHeader(ua string) string {
 	if len(ua) > maxUserAgent {
 		ua = strings.ToValidUTF8(ua[:maxUserAgent], "")
 	}
@@ -81,7 +83,8 @@ func (h *Hub) refuse(w http.ResponseWriter, r *http.Request, transport string) b
 		return true
 	}
 	if h.opts.CheckOrigin != nil && !h.opts.CheckOrigin(r.Header.Get("Origin")) {
-		h.opts.Log.Info(transport+" refused", "remote", r.RemoteAddr, "code", "FORBIDDEN_ORIGIN")
+		h.quiet.Log(h.opts.Log, slog.LevelInfo, transport+" refused", "remote", r.RemoteAddr, "code", "FORBIDDEN_ORIGIN",
+			"origin", trimHeader(r.Header.Get("Origin")), "hint", "add the origin to CORS_ALLOWED_ORIGINS to allow it")
 		writeCode(w, http.StatusForbidden, "FORBIDDEN_ORIGIN")
 		return true
 	}
@@ -93,7 +96,7 @@ func (h *Hub) refuse(w http.ResponseWriter, r *http.Request, transport string) b
 func (h *Hub) newSubscriber(r *http.Request, conn *websocket.Conn, nc *lockedConn, br *bufio.Reader) *client {
 	c := newClient(h, conn, nc, br, r.RemoteAddr)
 	c.id = h.nextID.Add(1)
-	c.userAgent = trimUserAgent(r.UserAgent())
+	c.userAgent = trimHeader(r.UserAgent())
 	if nc.rc != nil {
 		c.raw = nc
 	}
@@ -105,7 +108,8 @@ func (h *Hub) newSubscriber(r *http.Request, conn *websocket.Conn, nc *lockedCon
 // the connection is TLS, to a reader goroutine of its own. (A fresh
 // goroutine: the connection does not keep net/http's handler stack.)
 func (h *Hub) startReading(c *client) {
-	h.opts.Log.Info("subscriber connected", "remote", c.remote, "transport", c.transport())
+	// Anyone can connect: the line is throttled (see Hub.quiet).
+	h.quiet.Log(h.opts.Log, slog.LevelInfo, "subscriber connected", "remote", c.remote, "transport", c.transport())
 	if h.poll.add(c) == nil {
 		return
 	}

@@ -17,6 +17,7 @@ import (
 
 	"eventsrv/auth"
 	"eventsrv/history"
+	"eventsrv/internal/logthrottle"
 )
 
 // ErrClosed is returned by Publish once the hub has begun to shut down.
@@ -115,6 +116,10 @@ type Hub struct {
 	ready []*client // Publish's scratch list of subscribers to schedule
 
 	flush flushers
+	// quiet throttles the log lines that anyone may cause without a
+	// credential: connections opened, closed before an init, refused for
+	// their origin.
+	quiet *logthrottle.Limiter
 
 	mu      sync.Mutex // guards clients and closed
 	clients map[*client]struct{}
@@ -154,6 +159,7 @@ func NewHub(a Authenticator, opts Options) *Hub {
 		clients:   make(map[*client]struct{}),
 		stop:      make(chan struct{}),
 		stopSweep: make(chan struct{}),
+		quiet:     logthrottle.New(10, time.Second),
 	}
 	if h.metrics == nil {
 		h.metrics = noMetrics{}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"syscall"
@@ -226,7 +227,12 @@ func (c *client) teardown(code int, reason string) {
 	c.mu.Lock()
 	reason = c.reason
 	c.mu.Unlock()
-	c.hub.opts.Log.Info("subscriber closed", "remote", c.remote, "reason", reason)
+	if c.initialized.Load() {
+		c.hub.opts.Log.Info("subscriber closed", "remote", c.remote, "reason", reason)
+	} else {
+		// It never logged in: anyone can cause this line (see Hub.quiet).
+		c.hub.quiet.Log(c.hub.opts.Log, slog.LevelInfo, "subscriber closed", "remote", c.remote, "reason", reason)
+	}
 	// The metric's label is the reason without its details ("write
 	// failed: broken pipe" counts as "write failed"), so labels stay few.
 	kind, _, _ := strings.Cut(reason, ":")

@@ -271,7 +271,10 @@ JWT_SECRET (eventsrv secret makes one). A token with neither -subscribe nor
 	if len(lists[0]) == 0 && len(lists[1]) == 0 {
 		fmt.Fprintln(c.stderr, "eventsrv jwt: warning: neither -subscribe nor -publish is given: the token may do nothing")
 	}
-	token, err := auth.MintHMAC([]byte(cfg.JWTSecret), *sub, lists[0], lists[1], ceilTTL(time.Duration(ttl)))
+	// The server's JWT_AUDIENCE and JWT_ISSUER, when set, go into the
+	// token, so that what this mints the server accepts.
+	token, err := auth.MintHMAC([]byte(cfg.JWTSecret), *sub, lists[0], lists[1], ceilTTL(time.Duration(ttl)),
+		auth.MintAudience(cfg.JWTAudience), auth.MintIssuer(cfg.JWTIssuer))
 	if err != nil {
 		return err
 	}

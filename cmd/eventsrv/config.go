@@ -41,6 +41,8 @@ type config struct {
 	TokensFile       string `env:"TOKENS_FILE" envDefault:"tokens/tokens" path:"true" help:"tokens file, one token a line (eventsrv token makes one); created with one random token if missing"`
 	JWTSecret        string `env:"JWT_SECRET" secret:"true" help:"accept Bearer JWTs signed HS256 with this secret, 32 bytes or more (eventsrv secret makes one; eventsrv jwt needs the same); never logged"`
 	JWTPublicKeyFile string `env:"JWT_PUBLIC_KEY_FILE" path:"true" help:"accept Bearer JWTs signed RS256 or ES256/384/512 by this PEM public key's private key (not with JWT_SECRET)"`
+	JWTAudience      string `env:"JWT_AUDIENCE" help:"when set, a JWT's aud must contain this (for a signing key shared with other services)"`
+	JWTIssuer        string `env:"JWT_ISSUER" help:"when set, a JWT's iss must be exactly this"`
 	// A reload is a stat of the file; 10ms is already thousands a minute.
 	TokensReloadInterval time.Duration `env:"TOKENS_RELOAD_INTERVAL" envDefault:"2s" min:"10ms" help:"how often the tokens file is checked for changes (SIGHUP rereads it at once)"`
 
@@ -339,6 +341,11 @@ func (c config) warnings(environ []string) []string {
 		if d := time.Duration(v.Field(i).Int()); d > 0 && d < s.low {
 			out = append(out, fmt.Sprintf("%s=%s is unusually short (under %s; the default is %s): %s", s.name, d, s.low, s.def, s.help))
 		}
+	}
+	if c.ListenSocket != "" && c.socketMode()&0o002 != 0 {
+		// The socket takes no token: its mode is the only access control.
+		out = append(out, fmt.Sprintf("LISTEN_SOCKET_MODE=%s lets every local user publish through %s without a token; 0660 limits it to the owner and group",
+			c.ListenSocketMode, c.ListenSocket))
 	}
 	return append(out, misspelt(environ)...)
 }

@@ -224,3 +224,35 @@ func TestShutdownDeliversEveryAnsweredEvent(t *testing.T) {
 	}
 	require.Contains(t, s.logs.String(), "shutdown complete")
 }
+
+// Lines that anyone can cause without a credential are throttled: 40
+// connections that never log in, and 40 refused origins, give at most ten
+// lines a second (the next line after a window says how many were left
+// out: see internal/logthrottle).
+func TestUnauthenticatedLogLinesAreThrottled(t *testing.T) {
+	s := startServer(t, map[string]string{"CORS_ALLOWED_ORIGINS": "https://app.example"})
+	for range 40 {
+		c := s.dial()
+		require.NoError(t, c.Close())
+		d := websocket.Dialer{}
+		_, resp, err := d.Dial(s.wsURL, http.Header{"Origin": {"https://evil.example"}})
+		require.Error(t, err)
+		require.Equal(t, http.StatusForbidden, resp.StatusCode)
+		resp.Body.Close()
+	}
+	s.requireServes()
+	logs := s.logs.String()
+	// Ten a second for all of them together; the test takes well under
+	// three seconds, and 80 would be logged without the throttle.
+	lines := strings.Count(logs, `msg="subscriber connected"`) + strings.Count(logs, `msg="websocket refused"`)
+	assert.LessOrEqual(t, lines, 30)
+	assert.Contains(t, logs, `origin=https://evil.example`)
+}
+
+// A world-writable LISTEN_SOCKET_MODE is warned about: the socket takes no
+// token.
+func TestWorldWritableSocketIsWarned(t *testing.T) {
+	dir := t.TempDir()
+	s := startServer(t, map[string]string{"LISTEN_SOCKET": dir + "/pub.sock", "LISTEN_SOCKET_MODE": "0666"})
+	s.waitLog(`lets every local user publish`)
+}

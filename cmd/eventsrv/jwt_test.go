@@ -80,3 +80,28 @@ func TestJWTCommandAndSettings(t *testing.T) {
 		"JWT_SECRET": jwtSecret, "JWT_PUBLIC_KEY_FILE": "key.pem"}), io.Discard, io.Discard)
 	assert.ErrorContains(t, err, "not both")
 }
+
+// JWT_AUDIENCE and JWT_ISSUER: a token for another audience or from
+// another issuer is refused; eventsrv jwt, run with the same settings,
+// mints one the server accepts.
+func TestJWTAudienceAndIssuer(t *testing.T) {
+	env := map[string]string{"JWT_SECRET": jwtSecret, "JWT_AUDIENCE": "eventsrv", "JWT_ISSUER": "https://auth.example"}
+	s := startServer(t, env)
+	mintWith := func(vars map[string]string) string {
+		var out bytes.Buffer
+		err := run(context.Background(), []string{"eventsrv", "jwt", "-publish", "a", "-ttl", "1m"}, mapEnv(vars), &out, io.Discard)
+		require.NoError(t, err)
+		return strings.TrimSpace(out.String())
+	}
+	status, body := s.post("Bearer "+mintWith(env), `{"event":"a"}`)
+	assert.Equal(t, 200, status, body)
+	for name, vars := range map[string]map[string]string{
+		"no aud or iss": {"JWT_SECRET": jwtSecret},
+		"other aud":     {"JWT_SECRET": jwtSecret, "JWT_AUDIENCE": "billing", "JWT_ISSUER": "https://auth.example"},
+		"other iss":     {"JWT_SECRET": jwtSecret, "JWT_AUDIENCE": "eventsrv", "JWT_ISSUER": "https://evil.example"},
+	} {
+		status, body := s.post("Bearer "+mintWith(vars), `{"event":"a"}`)
+		assert.Equal(t, 403, status, name)
+		assert.Equal(t, `{"code":"UNAUTHENTICATED"}`, body, name)
+	}
+}

@@ -211,15 +211,16 @@ wait:
 // jwtVerifier returns the Bearer token verifier the settings ask for, or
 // nil when Bearer tokens are not enabled.
 func jwtVerifier(cfg config) (*auth.JWTVerifier, error) {
+	opts := []auth.VerifierOption{auth.WithAudience(cfg.JWTAudience), auth.WithIssuer(cfg.JWTIssuer)}
 	switch {
 	case cfg.JWTSecret != "":
-		return auth.NewHMACVerifier([]byte(cfg.JWTSecret))
+		return auth.NewHMACVerifier([]byte(cfg.JWTSecret), opts...)
 	case cfg.JWTPublicKeyFile != "":
 		pemData, err := os.ReadFile(cfg.JWTPublicKeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("JWT_PUBLIC_KEY_FILE: %w", err)
 		}
-		v, err := auth.NewPublicKeyVerifier(pemData)
+		v, err := auth.NewPublicKeyVerifier(pemData, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("JWT_PUBLIC_KEY_FILE %s: %w", cfg.JWTPublicKeyFile, err)
 		}
