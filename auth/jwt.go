@@ -125,8 +125,8 @@ func (v *JWTVerifier) Verify(token string) (Permissions, error) {
 	return Permissions{Subscribe: sub, Publish: pub, Expires: claims.ExpiresAt.Time}, nil
 }
 
-// MaxExpiry is the latest expiry Verify reports: an exp (or nbf, iat)
-// later than this is read as this instant. golang-jwt reads a date claim
+// MaxExpiry is the latest expiry Verify reports: an exp (or nbf) later
+// than this is read as this instant. golang-jwt reads a date claim
 // as float64 seconds, and its conversion to int64, and time.Unix itself,
 // overflow near the largest int64: "never expires" would turn into
 // "expired long ago", and a far nbf into one long past. time.Time's JSON
@@ -142,9 +142,10 @@ type wireClaims struct {
 	Claims
 }
 
-// UnmarshalJSON decodes the claims as golang-jwt does, then reads exp, nbf
-// and iat again and replaces any later than MaxExpiry, where golang-jwt's
-// own reading may overflow.
+// UnmarshalJSON decodes the claims as golang-jwt does, then reads exp and
+// nbf again and replaces either if later than MaxExpiry, where golang-jwt's
+// own reading may overflow. (iat is not checked, and one wrapped into the
+// past would pass any check of it anyway.)
 func (c *wireClaims) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &c.Claims); err != nil {
 		return err
@@ -152,7 +153,6 @@ func (c *wireClaims) UnmarshalJSON(b []byte) error {
 	var dates struct {
 		Exp json.Number `json:"exp"`
 		Nbf json.Number `json:"nbf"`
-		Iat json.Number `json:"iat"`
 	}
 	if err := json.Unmarshal(b, &dates); err != nil {
 		return err
@@ -160,11 +160,9 @@ func (c *wireClaims) UnmarshalJSON(b []byte) error {
 	for _, d := range []struct {
 		n   json.Number
 		dst **jwt.NumericDate
-	}{{dates.Exp, &c.ExpiresAt}, {dates.Nbf, &c.NotBefore}, {dates.Iat, &c.IssuedAt}} {
-		if d.n == "" {
-			continue
-		}
-		// The first Unmarshal already refused what Float64 cannot read.
+	}{{dates.Exp, &c.ExpiresAt}, {dates.Nbf, &c.NotBefore}} {
+		// An absent claim reads as 0, and the first Unmarshal already
+		// refused what Float64 cannot read.
 		if f, _ := d.n.Float64(); f > float64(MaxExpiry.Unix()) {
 			*d.dst = jwt.NewNumericDate(MaxExpiry)
 		}

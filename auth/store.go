@@ -197,7 +197,8 @@ func (s *FileStore) reloadLocked(polling bool) (changed bool, err error) {
 		return false, fmt.Errorf("read tokens file %s: %w", s.path, err)
 	}
 	sum := sha256.Sum256(data)
-	if s.set.Load() != nil && sum == s.applied && (s.complete || !polling) {
+	// applied is all zeros until the first load: no digest is.
+	if sum == s.applied && (s.complete || !polling) {
 		if !polling {
 			s.log.Info("tokens file unchanged", "path", s.path)
 		}
@@ -214,7 +215,7 @@ func (s *FileStore) reloadLocked(polling bool) (changed bool, err error) {
 			return false, s.refusal // refused already, and logged then
 		}
 	}
-	changed, err = s.apply(data, polling)
+	changed, err = s.apply(data, sum, polling)
 	if err != nil {
 		s.countReload(false)
 		if errors.Is(err, ErrNoUsableToken) {
@@ -227,8 +228,7 @@ func (s *FileStore) reloadLocked(polling bool) (changed bool, err error) {
 
 // apply parses data and puts it in force. settled means the file has
 // stayed the same for two polls, so an unterminated last line is complete.
-func (s *FileStore) apply(data []byte, settled bool) (changed bool, err error) {
-	sum := sha256.Sum256(data)
+func (s *FileStore) apply(data []byte, sum [sha256.Size]byte, settled bool) (changed bool, err error) {
 	body, bom := bytes.CutPrefix(data, utf8BOM)
 	cutLine := 0 // the unterminated last line left out, if any
 	if !settled {

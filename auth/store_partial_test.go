@@ -375,6 +375,10 @@ func TestFileStoreOnChange(t *testing.T) {
 		{"token added, settled", tokB + "\n" + tok16 + "\n", 2, nil, true},
 		{"same tokens, other order", tok16 + "\n" + tokB + "\n", 0, nil, true},
 		{"admin granted", tok16 + " admin\n" + tokB + "\n", 0, nil, true},
+		{"publish and subscribe set", tok16 + " admin publish=p subscribe=s\n" + tokB + "\n", 0, nil, true},
+		{"subscribe changed only", tok16 + " admin publish=p subscribe=t\n" + tokB + "\n", 0, nil, true},
+		{"admin taken only", tok16 + " publish=p subscribe=t\n" + tokB + "\n", 0, nil, true},
+		{"fields reordered", tok16 + " subscribe=t publish=p\n" + tokB + "\n", 0, nil, false},
 	}
 	want := int32(0)
 	for _, st := range steps {
