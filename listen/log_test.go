@@ -126,3 +126,63 @@ func TestHandlerWithoutLogger(t *testing.T) {
 		require.NotEqual(t, http.StatusOK, rec.Code)
 	}
 }
+
+// TestEventNameBound: MaxEventNameBytes admits names of exactly that many
+// bytes and refuses longer ones with EVENT_NAME_TOO_LONG, saying so in the
+// log; 0 admits any length.
+func TestEventNameBound(t *testing.T) {
+	for _, tc := range []struct {
+		limit, length int
+		want          Code
+	}{
+		{8, 8, CodeOK},
+		{8, 9, CodeNameTooLong},
+		{8, 1, CodeOK},
+		{0, 200, CodeOK},
+	} {
+		var buf bytes.Buffer
+		log := slog.New(slog.NewJSONHandler(&buf, nil))
+		pub := &fakePublisher{}
+		h := NewHandler(fullAccess{}, pub, Options{MaxBodyBytes: 1 << 10, MaxEventNameBytes: tc.limit, Log: log})
+		name := strings.Repeat("n", tc.length)
+		req := httptest.NewRequest(http.MethodPost, "/event", strings.NewReader(`{"event":"`+name+`","data":1}`))
+		req.Header.Set("Authorization", goodCreds)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+
+		var answer struct{ Code Code }
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &answer))
+		assert.Equal(t, tc.want, answer.Code, "limit %d, name of %d bytes", tc.limit, tc.length)
+		assert.Equal(t, statusOf[tc.want], rec.Code)
+		if tc.want == CodeOK {
+			assert.Equal(t, []published{{name, "1"}}, pub.Events())
+			assert.Empty(t, buf.String())
+			continue
+		}
+		assert.Empty(t, pub.Events())
+		var line map[string]any
+		require.NoError(t, json.Unmarshal(buf.Bytes(), &line))
+		assert.Equal(t, "event refused", line["msg"])
+		assert.Equal(t, string(CodeNameTooLong), line["code"])
+		assert.Equal(t, float64(tc.length), line["length"])
+		assert.Equal(t, float64(tc.limit), line["limit"])
+	}
+}
+
+// fullAccess is an authenticator whose every caller may do anything.
+type fullAccess struct{}
+
+func (fullAccess) Authenticate(string, string, string) (auth.Permissions, error) {
+	return auth.FullAccess, nil
+}
+
+// TestLogName: a log line shows at most logNameBytes of an event name,
+// cut on a character boundary, with "…" where it was cut.
+func TestLogName(t *testing.T) {
+	exact := strings.Repeat("n", logNameBytes)
+	assert.Equal(t, exact, logName(exact))
+	assert.Equal(t, exact+"…", logName(exact+"x"))
+	assert.Equal(t, "", logName(""))
+	split := strings.Repeat("n", logNameBytes-1) + "é"
+	assert.Equal(t, strings.Repeat("n", logNameBytes-1)+"…", logName(split))
+}
