@@ -291,3 +291,41 @@ func TestReplayQueuedSince(t *testing.T) {
 	c.add(frameOf(1))
 	require.Equal(t, since, c.queuedSince)
 }
+
+// TestCloseQueuesWhy: a close replaces the queue with a close frame (for
+// SSE, a comment) queued when the close began; a drain puts it after what
+// was queued, which keeps its own queuedSince; closeNoStatus queues
+// nothing.
+func TestCloseQueuesWhy(t *testing.T) {
+	t.Run("websocket", func(t *testing.T) {
+		c, _, _ := detachedClient(t, Options{QueueMaxBytes: 100})
+		c.close(closePolicy, "bye")
+		require.Equal(t, [][]byte{closeFrame(closePolicy, "bye")}, c.queue)
+		require.Equal(t, c.closedAt, c.queuedSince)
+	})
+	t.Run("sse", func(t *testing.T) {
+		c, _, _ := detachedClient(t, Options{QueueMaxBytes: 100})
+		c.sse = true
+		c.add(frameOf(1))
+		c.close(closePolicy, "bye")
+		require.Equal(t, [][]byte{[]byte(": close bye\n\n")}, c.queue)
+		require.Equal(t, c.closedAt, c.queuedSince)
+	})
+	t.Run("drain", func(t *testing.T) {
+		c, _, _ := detachedClient(t, Options{QueueMaxBytes: 100})
+		c.add(frameOf(1))
+		since := c.queuedSince
+		c.drain(closeGoingAway, "going away")
+		require.Equal(t, [][]byte{frameOf(1), closeFrame(closeGoingAway, "going away")}, c.queue)
+		require.Equal(t, since, c.queuedSince)
+		c.close(closePolicy, "again")
+		require.Equal(t, "going away", c.reason, "closing begins once")
+	})
+	t.Run("no status", func(t *testing.T) {
+		c, _, _ := detachedClient(t, Options{QueueMaxBytes: 100})
+		c.add(frameOf(1))
+		c.close(closeNoStatus, "gone")
+		require.Empty(t, c.queue)
+		require.True(t, c.closing)
+	})
+}
