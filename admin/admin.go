@@ -47,22 +47,24 @@ func NewHandler(a Authenticator, hub Hub, info Info) http.Handler {
 		case "/admin/clients":
 			serve = h.clients
 		default:
-			jsonhttp.Code(w, http.StatusNotFound, "NOT_FOUND")
+			jsonhttp.Error(w, http.StatusNotFound, "NOT_FOUND", "no such admin endpoint: GET /admin/status or /admin/clients")
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
-			jsonhttp.Code(w, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED")
+			jsonhttp.Error(w, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "the admin endpoints answer GET")
 			return
 		}
-		perms, err := h.auth.Authenticate(r.Header.Get("Authorization"), r.RemoteAddr, "admin")
+		creds := r.Header.Get("Authorization")
+		perms, err := h.auth.Authenticate(creds, r.RemoteAddr, "admin")
 		switch {
 		case errors.Is(err, auth.ErrUnrecognizedScheme):
-			jsonhttp.Code(w, http.StatusForbidden, "AUTH_UNRECOGNIZED_SCHEME")
+			jsonhttp.Error(w, http.StatusForbidden, "AUTH_UNRECOGNIZED_SCHEME", auth.Explain(err, creds, "the Authorization header"))
 		case err != nil:
-			jsonhttp.Code(w, http.StatusForbidden, "UNAUTHENTICATED")
+			jsonhttp.Error(w, http.StatusForbidden, "UNAUTHENTICATED", auth.Explain(err, creds, "the Authorization header"))
 		case !perms.Admin:
-			jsonhttp.Code(w, http.StatusForbidden, "FORBIDDEN")
+			jsonhttp.Error(w, http.StatusForbidden, "FORBIDDEN",
+				"this token is not an admin: give it the admin field in the tokens file (\"<token> admin\")")
 		default:
 			w.Header().Set("Cache-Control", "no-store")
 			serve(w)

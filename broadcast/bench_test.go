@@ -134,7 +134,7 @@ func benchmarkFanout(b *testing.B, hist History, attach func(*testing.B, *byteSi
 	)
 	// Frames grow with their IDs' digits: count each one's bytes.
 	baseLen := len(eventFrame(history.ID{Epoch: benchEpoch}, event, benchData)) - 1
-	reply := initReplies[InitOK] // each subscriber is sent its init reply first
+	reply := initOK // each subscriber is sent its init reply first
 	perClient := int64(len(reply))
 	for seq := 1; seq <= b.N; seq++ {
 		perClient += int64(baseLen + len(strconv.Itoa(seq)))

@@ -209,11 +209,13 @@ func TestControlFrames(t *testing.T) {
 	assert.Equal(t, max, p)
 }
 
-func TestInitReplies(t *testing.T) {
-	for code, f := range initReplies {
+func TestReplies(t *testing.T) {
+	for typ, f := range map[string][]byte{"init": initOK, "subscribe": subscribeOK, "unsubscribe": unsubscribeOK} {
 		op, p := parseFrame(t, f)
 		assert.Equal(t, byte(opText), op)
-		assert.Equal(t, `{"type":"init","code":"`+string(code)+`"}`, string(p))
+		assert.Equal(t, `{"type":"`+typ+`","code":"OK"}`, string(p), "byte for byte the old service's")
 	}
-	assert.Len(t, initReplies, 8)
+	op, p := parseFrame(t, (&refusal{InitForbidden, `may not "x" <y>`}).reply("subscribe"))
+	assert.Equal(t, byte(opText), op)
+	assert.Equal(t, `{"type":"subscribe","code":"FORBIDDEN","message":"may not \"x\" <y>"}`, string(p))
 }

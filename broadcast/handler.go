@@ -39,7 +39,7 @@ var upgrader = websocket.Upgrader{
 	// gains nothing a token would not already give it.
 	CheckOrigin: func(*http.Request) bool { return true },
 	Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
-		writeCode(w, status, "BAD_HANDSHAKE")
+		writeError(w, status, "BAD_HANDSHAKE", "the WebSocket handshake failed: "+reason.Error())
 	},
 }
 
@@ -52,7 +52,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !websocket.IsWebSocketUpgrade(r) {
 		w.Header().Set("Upgrade", "websocket")
-		writeCode(w, http.StatusUpgradeRequired, "UPGRADE_REQUIRED")
+		writeError(w, http.StatusUpgradeRequired, "UPGRADE_REQUIRED",
+			"this is the broadcast server: subscribe with a WebSocket, or with Server-Sent Events at GET /events?event=<name>"+h.opts.Elsewhere)
 		return
 	}
 	if h.refuse(w, r, "websocket") {
@@ -79,13 +80,13 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // did. Both transports ask it first.
 func (h *Hub) refuse(w http.ResponseWriter, r *http.Request, transport string) bool {
 	if h.closing.Load() {
-		writeCode(w, http.StatusServiceUnavailable, "SHUTTING_DOWN")
+		writeError(w, http.StatusServiceUnavailable, "SHUTTING_DOWN", "the server is shutting down: reconnect, to another instance or once it is back, and resume")
 		return true
 	}
 	if h.opts.CheckOrigin != nil && !h.opts.CheckOrigin(r.Header.Get("Origin")) {
 		h.quiet.Log(h.opts.Log, slog.LevelInfo, transport+" refused", "remote", r.RemoteAddr, "code", "FORBIDDEN_ORIGIN",
 			"origin", trimHeader(r.Header.Get("Origin")), "hint", "add the origin to CORS_ALLOWED_ORIGINS to allow it")
-		writeCode(w, http.StatusForbidden, "FORBIDDEN_ORIGIN")
+		writeError(w, http.StatusForbidden, "FORBIDDEN_ORIGIN", "this origin is not in CORS_ALLOWED_ORIGINS: "+trimHeader(r.Header.Get("Origin")))
 		return true
 	}
 	return false
@@ -116,7 +117,9 @@ func (h *Hub) startReading(c *client) {
 	go c.run()
 }
 
-func writeCode(w http.ResponseWriter, status int, code string) { jsonhttp.Code(w, status, code) }
+func writeError(w http.ResponseWriter, status int, code, message string) {
+	jsonhttp.Error(w, status, code, message)
+}
 
 // lockingWriter hands gorilla a connection whose writes are serialised.
 // The flushers and writer goroutines write whole frames straight to the

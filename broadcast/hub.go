@@ -61,6 +61,10 @@ type Options struct {
 	ResumeMaxBytes  int
 	// MaxEventNameBytes bounds an event name to subscribe to; 0: no bound.
 	MaxEventNameBytes int
+	// Elsewhere ends the answer to a plain HTTP request that is not for
+	// this server: where to publish instead (", and publish with POST
+	// /event on the listen server, port 8080").
+	Elsewhere string
 }
 
 // History keeps recent events so that a subscriber can resume after a

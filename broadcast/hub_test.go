@@ -88,7 +88,7 @@ func TestSubscribeAndPublish(t *testing.T) {
 	conn := dial(t, url)
 
 	require.NoError(t, conn.WriteMessage(websocket.TextMessage, []byte(`{"events":["a"]}`)))
-	assert.Equal(t, `{"type":"init","code":"UNAUTHENTICATED"}`, readText(t, conn))
+	assert.Equal(t, `{"type":"init","code":"UNAUTHENTICATED","message":"no credentials: send \"authentication\" as \"Basic <token>\", with a token from the tokens file"}`, readText(t, conn))
 
 	require.NoError(t, conn.WriteMessage(websocket.TextMessage,
 		[]byte(`{"authentication":"`+goodCreds+`","events":["a","<é>"]}`)))
@@ -181,5 +181,6 @@ func TestHandlerNotUpgrade(t *testing.T) {
 	assert.Equal(t, http.StatusUpgradeRequired, rec.Code)
 	assert.Equal(t, "application/json", rec.Header().Get("Content-Type"))
 	assert.Equal(t, "websocket", rec.Header().Get("Upgrade"))
-	assert.Equal(t, `{"code":"UPGRADE_REQUIRED"}`, rec.Body.String())
+	assert.Equal(t, `{"code":"UPGRADE_REQUIRED","message":"this is the broadcast server: subscribe with a WebSocket, or with Server-Sent Events at GET /events?event=<name>"}`+"\n",
+		rec.Body.String())
 }

@@ -10,9 +10,10 @@ import (
 // Errors of ParseInit; each maps to one init reply code.
 var (
 	// ErrInvalidSyntax: the message is not a JSON object.
-	ErrInvalidSyntax = errors.New("init message is not a JSON object")
+	// Its text, with the detail wrapped in, is the reply's message.
+	ErrInvalidSyntax = errors.New("invalid message")
 	// ErrEventsMissing: "events" is absent, null, or not an array of strings.
-	ErrEventsMissing = errors.New("init message has no array of event names")
+	ErrEventsMissing = errors.New(`"events" must be an array of event names`)
 )
 
 // Init is a message from a subscriber: an init (no type, or "init"), or,
@@ -45,12 +46,12 @@ func ParseInit(msg []byte) (Init, error) {
 	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(msg, &fields); err != nil || fields == nil {
-		return Init{}, ErrInvalidSyntax
+		return Init{}, fmt.Errorf(`%w: not a JSON object; send {"authentication":"Basic <token>","events":["<name>"]}`, ErrInvalidSyntax)
 	}
 	var in Init
 	if t, ok := fields["type"]; ok {
 		if t[0] != '"' {
-			return Init{}, fmt.Errorf("%w: type is not a string", ErrInvalidSyntax)
+			return Init{}, fmt.Errorf(`%w: "type" must be a string`, ErrInvalidSyntax)
 		}
 		_ = json.Unmarshal(t, &in.Type) // a quoted, valid JSON value: cannot fail
 	}
@@ -65,13 +66,13 @@ func ParseInit(msg []byte) (Init, error) {
 	in.Events = make([]string, len(items))
 	for i, item := range items {
 		if item[0] != '"' || json.Unmarshal(item, &in.Events[i]) != nil {
-			return Init{Type: in.Type}, fmt.Errorf("%w: events[%d] is not a string", ErrEventsMissing, i)
+			return Init{Type: in.Type}, fmt.Errorf("%w: item %d is not a string", ErrEventsMissing, i)
 		}
 	}
 	if raw, ok := fields["since"]; ok && string(raw) != "null" {
 		var since string
 		if raw[0] != '"' {
-			return Init{Type: in.Type}, fmt.Errorf("%w: since is not a string", ErrInvalidSyntax)
+			return Init{Type: in.Type}, fmt.Errorf(`%w: "since" must be a string: the last event ID received, or "" on a first connection`, ErrInvalidSyntax)
 		}
 		_ = json.Unmarshal(raw, &since) // a quoted, valid JSON value: cannot fail
 		in.Since = &since

@@ -2,12 +2,15 @@ package broadcast
 
 import (
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"eventsrv/auth"
+	"eventsrv/internal/jsonhttp"
 )
 
 // InitCode is the code of a reply: {"type":"<type>","code":"<InitCode>"}.
@@ -42,23 +45,17 @@ const (
 	typeError       = "error"
 )
 
-var allCodes = []InitCode{InitOK, InitInvalidSyntax, InitInvalidEventsMissing, InitAuthUnrecognizedScheme,
-	InitUnauthenticated, InitTooManyEvents, InitForbidden, InitNameTooLong}
-
-// replyFrames builds every reply of one type once.
-func replyFrames(typ string, codes []InitCode) map[InitCode][]byte {
-	m := make(map[InitCode][]byte, len(codes))
-	for _, c := range codes {
-		m[c] = textFrame([]byte(`{"type":"` + typ + `","code":"` + string(c) + `"}`))
-	}
-	return m
+// okFrame is the frame of an OK to a message of type typ, built once:
+// {"type":"<typ>","code":"OK"}, byte for byte the old service's.
+func okFrame(typ string) []byte {
+	return textFrame([]byte(`{"type":"` + typ + `","code":"OK"}`))
 }
 
 var (
-	initReplies        = replyFrames(typeInit, allCodes)
-	subscribeReplies   = replyFrames(typeSubscribe, allCodes)
-	unsubscribeReplies = replyFrames(typeUnsubscribe, allCodes)
-	invalidTypeReply   = replyFrames(typeError, []InitCode{InitInvalidType})[InitInvalidType]
+	initOK           = okFrame(typeInit)
+	subscribeOK      = okFrame(typeSubscribe)
+	unsubscribeOK    = okFrame(typeUnsubscribe)
+	invalidTypeReply = (&refusal{InitInvalidType, `"type" must be "init", "subscribe" or "unsubscribe"`}).reply(typeError)
 )
 
 // handleMessage answers one message from the subscriber and reports
@@ -82,14 +79,39 @@ func (c *client) handleMessage(msg []byte) bool {
 	return false
 }
 
+// refusal is why a message is refused: the code, for programs, and a
+// message for people (what was wrong and what to send instead), which never
+// holds a credential.
+type refusal struct {
+	code    InitCode
+	message string
+}
+
+// reply is the frame that refuses a message of type typ:
+// {"type":"<typ>","code":"<code>","message":"<message>"}.
+func (r *refusal) reply(typ string) []byte {
+	return textFrame([]byte(`{"type":"` + typ + `","code":"` + string(r.code) + `","message":` + jsonhttp.Quote(r.message) + `}`))
+}
+
+// parseRefusal refuses a message ParseInit could not read.
+func parseRefusal(err error) *refusal {
+	if errors.Is(err, ErrInvalidSyntax) {
+		return &refusal{InitInvalidSyntax, err.Error()}
+	}
+	return &refusal{InitInvalidEventsMissing, err.Error() + `, e.g. "events":["order.created"]`}
+}
+
+// notInitialized refuses a subscribe or unsubscribe before any init.
+var notInitialized = &refusal{InitUnauthenticated, "send a successful init first: {\"authentication\":\"Basic <token>\",\"events\":[...]}"}
+
 // handleInit answers an init message. A failed init changes nothing; a
 // successful one adds its events to the subscription, its OK arrives before
 // the first event, and its token's permissions apply to later subscribes.
 func (c *client) handleInit(in Init, parseErr error) bool {
-	code, perms, added := c.checkInit(in, parseErr)
-	if code != InitOK {
-		c.enqueue(initReplies[code])
-		c.hub.opts.Log.Debug("init refused", "remote", c.remote, "code", code)
+	perms, added, refused := c.checkInit(in, parseErr)
+	if refused != nil {
+		c.enqueue(refused.reply(typeInit))
+		c.hub.opts.Log.Debug("init refused", "remote", c.remote, "code", refused.code)
 		return false
 	}
 	c.grant(perms)
@@ -109,40 +131,37 @@ func (c *client) grant(perms auth.Permissions) {
 	c.expires.Store(expires)
 }
 
-func (c *client) checkInit(in Init, parseErr error) (InitCode, auth.Permissions, []string) {
-	switch {
-	case errors.Is(parseErr, ErrInvalidSyntax):
-		return InitInvalidSyntax, auth.Permissions{}, nil
-	case parseErr != nil:
-		return InitInvalidEventsMissing, auth.Permissions{}, nil
+func (c *client) checkInit(in Init, parseErr error) (auth.Permissions, []string, *refusal) {
+	if parseErr != nil {
+		return auth.Permissions{}, nil, parseRefusal(parseErr)
 	}
 	perms, err := c.hub.auth.Authenticate(in.Authentication, c.remote, "websocket")
 	if err != nil {
+		code := InitUnauthenticated
 		if errors.Is(err, auth.ErrUnrecognizedScheme) {
-			return InitAuthUnrecognizedScheme, auth.Permissions{}, nil
+			code = InitAuthUnrecognizedScheme
 		}
-		return InitUnauthenticated, auth.Permissions{}, nil
+		return auth.Permissions{}, nil, &refusal{code, auth.Explain(err, in.Authentication, `"authentication"`)}
 	}
-	code, added := c.newEvents(in.Events, perms)
-	return code, perms, added
+	added, refused := c.newEvents(in.Events, perms)
+	return perms, added, refused
 }
 
 // handleSubscribe adds events at run time, with the permissions of the
 // last successful init.
 func (c *client) handleSubscribe(in Init, parseErr error) {
-	code, added := InitOK, []string(nil)
+	var added []string
+	var refused *refusal
 	switch {
 	case !c.initialized.Load():
-		code = InitUnauthenticated
-	case errors.Is(parseErr, ErrInvalidSyntax):
-		code = InitInvalidSyntax
+		refused = notInitialized
 	case parseErr != nil:
-		code = InitInvalidEventsMissing
+		refused = parseRefusal(parseErr)
 	default:
-		code, added = c.newEvents(in.Events, c.perms)
+		added, refused = c.newEvents(in.Events, c.perms)
 	}
-	if code != InitOK {
-		c.enqueue(subscribeReplies[code])
+	if refused != nil {
+		c.enqueue(refused.reply(typeSubscribe))
 		return
 	}
 	c.addSubscriptions(added, in.Since, c.okReply(typeSubscribe))
@@ -153,13 +172,10 @@ func (c *client) handleSubscribe(in Init, parseErr error) {
 func (c *client) handleUnsubscribe(in Init, parseErr error) {
 	switch {
 	case !c.initialized.Load():
-		c.enqueue(unsubscribeReplies[InitUnauthenticated])
-		return
-	case errors.Is(parseErr, ErrInvalidSyntax):
-		c.enqueue(unsubscribeReplies[InitInvalidSyntax])
+		c.enqueue(notInitialized.reply(typeUnsubscribe))
 		return
 	case parseErr != nil:
-		c.enqueue(unsubscribeReplies[InitInvalidEventsMissing])
+		c.enqueue(parseRefusal(parseErr).reply(typeUnsubscribe))
 		return
 	}
 	removed := make(map[string]struct{})
@@ -173,21 +189,23 @@ func (c *client) handleUnsubscribe(in Init, parseErr error) {
 	c.hub.unsubscribe(c, removed)
 	// Queued after the removal: an event published after the OK is not
 	// for this subscriber any more (one queued before it still arrives).
-	c.enqueue(unsubscribeReplies[InitOK])
+	c.enqueue(unsubscribeOK)
 }
 
 // newEvents checks events against the name limit, perms and the
 // subscription limit and returns the names not yet subscribed, in linear
 // time: a message of many names costs no more per name than one of few.
-func (c *client) newEvents(events []string, perms auth.Permissions) (InitCode, []string) {
+func (c *client) newEvents(events []string, perms auth.Permissions) ([]string, *refusal) {
 	var added []string
 	seen := make(map[string]struct{}, len(events))
 	for _, e := range events {
 		if limit := c.hub.opts.MaxEventNameBytes; limit > 0 && len(e) > limit {
-			return InitNameTooLong, nil
+			return nil, &refusal{InitNameTooLong,
+				fmt.Sprintf("an event name is %d bytes; at most %d are allowed (MAX_EVENT_NAME_BYTES)", len(e), limit)}
 		}
 		if !perms.Subscribe.Allows(e) {
-			return InitForbidden, nil
+			return nil, &refusal{InitForbidden,
+				fmt.Sprintf("this token may not subscribe to %q: no subscribe pattern of its role matches; nothing was added", shortName(e))}
 		}
 		if _, ok := c.subs[e]; ok {
 			continue
@@ -196,12 +214,24 @@ func (c *client) newEvents(events []string, perms auth.Permissions) (InitCode, [
 			continue
 		}
 		if len(c.subs)+len(added) == c.hub.opts.MaxSubscriptions {
-			return InitTooManyEvents, nil
+			return nil, &refusal{InitTooManyEvents,
+				fmt.Sprintf("a connection subscribes to at most %d event names (MAX_SUBSCRIPTIONS); nothing was added", c.hub.opts.MaxSubscriptions)}
 		}
 		seen[e] = struct{}{}
 		added = append(added, e)
 	}
-	return InitOK, added
+	return added, nil
+}
+
+// shortNameBytes is as much of an event name as a message shows.
+const shortNameBytes = 64
+
+// shortName is name cut to shortNameBytes, with "…" where it was cut.
+func shortName(name string) string {
+	if len(name) <= shortNameBytes {
+		return name
+	}
+	return strings.ToValidUTF8(name[:shortNameBytes], "") + "…"
 }
 
 // addSubscriptions subscribes to added and queues the frames reply
@@ -222,9 +252,9 @@ func (c *client) okReply(typ string) func(*resumed) [][]byte {
 	return func(r *resumed) [][]byte {
 		if r == nil {
 			if typ == typeInit {
-				return [][]byte{initReplies[InitOK]}
+				return [][]byte{initOK}
 			}
-			return [][]byte{subscribeReplies[InitOK]}
+			return [][]byte{subscribeOK}
 		}
 		return append(r.frames, resumeReply(typ, r))
 	}

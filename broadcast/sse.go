@@ -82,7 +82,7 @@ func validSSEName(name string) bool {
 func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
-		writeCode(w, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED")
+		writeError(w, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "open the stream with GET /events?event=<name>")
 		return
 	}
 	if h.refuse(w, r, "sse") {
@@ -91,11 +91,13 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	events := q["event"]
 	if len(events) == 0 || !allValid(events) {
-		writeCode(w, http.StatusBadRequest, string(InitInvalidEventsMissing))
+		writeError(w, http.StatusBadRequest, string(InitInvalidEventsMissing),
+			"name the events in the query, one event parameter each, without line breaks: /events?event=a&event=b")
 		return
 	}
 	creds := r.Header.Get("Authorization")
-	if creds == "" && q.Get("token") != "" {
+	inQuery := creds == "" && q.Get("token") != ""
+	if inQuery {
 		// For JWTs only: a long-lived Basic token in a URL would end up
 		// in proxies' and browsers' logs. A Basic token sent this way is
 		// verified as a JWT, and fails.
@@ -107,20 +109,24 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, auth.ErrUnrecognizedScheme) {
 			code = InitAuthUnrecognizedScheme
 		}
-		writeCode(w, http.StatusForbidden, string(code))
+		message := auth.Explain(err, creds, "the Authorization header")
+		if inQuery {
+			message = "?token= takes a JWT only (a token in a URL ends up in logs), and this one is not accepted; " +
+				"send a Basic token in the Authorization header instead"
+		}
+		writeError(w, http.StatusForbidden, string(code), message)
 		return
 	}
 	// The same checks as a WebSocket init (permissions, MAX_SUBSCRIPTIONS,
 	// duplicates), on a client that has no subscription yet.
 	pending := &client{hub: h, subs: make(map[string]struct{})}
-	code, added := pending.newEvents(events, perms)
-	switch code {
-	case InitOK:
-	case InitForbidden:
-		writeCode(w, http.StatusForbidden, string(code))
-		return
-	default:
-		writeCode(w, http.StatusBadRequest, string(code))
+	added, refused := pending.newEvents(events, perms)
+	if refused != nil {
+		status := http.StatusBadRequest
+		if refused.code == InitForbidden {
+			status = http.StatusForbidden
+		}
+		writeError(w, status, string(refused.code), refused.message)
 		return
 	}
 	// EventSource sends Last-Event-ID when it reconnects; lastEventId is
@@ -147,7 +153,7 @@ func allValid(events []string) bool {
 func (h *Hub) startSSE(w http.ResponseWriter, r *http.Request, perms auth.Permissions, events []string, since string) {
 	nc, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		writeCode(w, http.StatusInternalServerError, "INTERNAL")
+		writeError(w, http.StatusInternalServerError, "INTERNAL", "the connection could not be taken over for the stream: "+err.Error())
 		return
 	}
 	lc := newLockedConn(nc)

@@ -29,25 +29,25 @@ type Event struct {
 // frame.
 func ParseEvent(body []byte) (Event, error) {
 	if !utf8.Valid(body) {
-		return Event{}, fmt.Errorf("%w: not valid UTF-8", ErrInvalidBody)
+		return Event{}, fmt.Errorf("%w: the body is not valid UTF-8", ErrInvalidBody)
 	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(body, &fields); err != nil {
-		return Event{}, fmt.Errorf("%w: not a JSON object: %v", ErrInvalidBody, err)
+		return Event{}, fmt.Errorf("%w: the body is not a JSON object: %v", ErrInvalidBody, err)
 	}
 	if fields == nil { // the body was the literal null
-		return Event{}, fmt.Errorf("%w: not a JSON object", ErrInvalidBody)
+		return Event{}, fmt.Errorf("%w: the body is not a JSON object", ErrInvalidBody)
 	}
 	raw, ok := fields["event"]
 	if !ok {
-		return Event{}, fmt.Errorf("%w: event is missing", ErrInvalidBody)
+		return Event{}, fmt.Errorf("%w: \"event\" is missing", ErrInvalidBody)
 	}
 	var name string
 	if raw[0] != '"' || json.Unmarshal(raw, &name) != nil {
-		return Event{}, fmt.Errorf("%w: event is not a string", ErrInvalidBody)
+		return Event{}, fmt.Errorf("%w: \"event\" is not a string", ErrInvalidBody)
 	}
 	if name == "" {
-		return Event{}, fmt.Errorf("%w: event is empty", ErrInvalidBody)
+		return Event{}, fmt.Errorf("%w: \"event\" is empty", ErrInvalidBody)
 	}
 	data, ok := fields["data"]
 	if !ok {

@@ -5,6 +5,7 @@ package listen
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -90,7 +91,7 @@ func NewHandler(a Authenticator, pub Publisher, opts Options) http.Handler {
 	// (//event, /./event) would answer without a JSON code.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/event" {
-			writeCode(w, CodeNotFound)
+			writeError(w, CodeNotFound, "no such path: this server publishes with POST /event")
 			return
 		}
 		h.event(w, r)
@@ -100,18 +101,19 @@ func NewHandler(a Authenticator, pub Publisher, opts Options) http.Handler {
 func (h *handler) event(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		h.answer(w, CodeMethodNotAllowed)
+		h.answer(w, CodeMethodNotAllowed, "publish with POST /event")
 		return
 	}
 	// Authentication comes before the body is read, so that an
 	// unauthenticated client cannot make the server parse anything.
-	perms, err := h.auth.Authenticate(r.Header.Get("Authorization"), r.RemoteAddr, "http")
+	creds := r.Header.Get("Authorization")
+	perms, err := h.auth.Authenticate(creds, r.RemoteAddr, "http")
 	if err != nil {
+		code := CodeUnauthenticated
 		if errors.Is(err, auth.ErrUnrecognizedScheme) {
-			h.answer(w, CodeAuthUnrecognizedScheme)
-		} else {
-			h.answer(w, CodeUnauthenticated)
+			code = CodeAuthUnrecognizedScheme
 		}
+		h.answer(w, code, auth.Explain(err, creds, "the Authorization header"))
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
@@ -119,33 +121,34 @@ func (h *handler) event(w http.ResponseWriter, r *http.Request) {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			h.opts.Log.Info("event refused", "remote", r.RemoteAddr, "code", CodePayloadTooLarge, "limit", tooLarge.Limit)
-			h.answer(w, CodePayloadTooLarge)
+			h.answer(w, CodePayloadTooLarge, fmt.Sprintf("the body is over %d bytes (MAX_BODY_BYTES)", tooLarge.Limit))
 			return
 		}
 		h.opts.Log.Info("event body read failed", "remote", r.RemoteAddr, "err", err)
-		h.answer(w, CodeInvalidBody)
+		h.answer(w, CodeInvalidBody, "the body could not be read: "+err.Error())
 		return
 	}
 	ev, err := ParseEvent(body)
 	if err != nil {
 		h.opts.Log.Info("event refused", "remote", r.RemoteAddr, "code", CodeInvalidBody, "reason", err)
-		h.answer(w, CodeInvalidBody)
+		h.answer(w, CodeInvalidBody, strings.TrimPrefix(err.Error(), ErrInvalidBody.Error()+": ")+
+			`; send {"event":"<name>","data":<any JSON>}`)
 		return
 	}
 	if limit := h.opts.MaxEventNameBytes; limit > 0 && len(ev.Name) > limit {
 		h.opts.Log.Info("event refused", "remote", r.RemoteAddr, "code", CodeNameTooLong, "length", len(ev.Name), "limit", limit)
-		h.answer(w, CodeNameTooLong)
+		h.answer(w, CodeNameTooLong, fmt.Sprintf("the event name is %d bytes; at most %d are allowed (MAX_EVENT_NAME_BYTES)", len(ev.Name), limit))
 		return
 	}
 	if !perms.Publish.Allows(ev.Name) {
 		h.opts.Log.Info("event refused", "remote", r.RemoteAddr, "code", CodeForbidden, "event", logName(ev.Name))
-		h.answer(w, CodeForbidden)
+		h.answer(w, CodeForbidden, fmt.Sprintf("this token may not publish %q: no publish pattern of its role matches", logName(ev.Name)))
 		return
 	}
 	id, err := h.pub.Publish(ev.Name, ev.Data)
 	if err != nil {
 		h.opts.Log.Warn("publish failed", "remote", r.RemoteAddr, "err", err)
-		h.answer(w, CodeUnavailable)
+		h.answer(w, CodeUnavailable, "the server is shutting down: publish again, to another instance or once it is back")
 		return
 	}
 	h.count(CodeOK)
@@ -155,10 +158,10 @@ func (h *handler) event(w http.ResponseWriter, r *http.Request) {
 	jsonhttp.Write(w, statusOf[CodeOK], []byte(`{"code":"OK","id":`+string(idJSON)+`}`))
 }
 
-// answer writes an answer to POST /event and counts it.
-func (h *handler) answer(w http.ResponseWriter, c Code) {
+// answer writes an error answer to POST /event and counts it.
+func (h *handler) answer(w http.ResponseWriter, c Code, message string) {
 	h.count(c)
-	writeCode(w, c)
+	writeError(w, c, message)
 }
 
 func (h *handler) count(c Code) {
@@ -167,8 +170,8 @@ func (h *handler) count(c Code) {
 	}
 }
 
-func writeCode(w http.ResponseWriter, c Code) {
-	jsonhttp.Code(w, statusOf[c], string(c))
+func writeError(w http.ResponseWriter, c Code, message string) {
+	jsonhttp.Error(w, statusOf[c], string(c), message)
 }
 
 // logNameBytes is as much of an event name as a log line shows: enough to

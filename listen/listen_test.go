@@ -104,6 +104,7 @@ func TestHandler(t *testing.T) {
 		pubErr     error
 		wantStatus int
 		wantCode   Code
+		wantMsg    string // what the message must contain; errors only
 		wantAllow  string
 		wantAuth   bool        // whether the authenticator is consulted
 		wantPub    []published // nil: the publisher is not called
@@ -125,77 +126,77 @@ func TestHandler(t *testing.T) {
 		},
 		{
 			name: "no credentials", method: http.MethodPost, path: "/event", body: okBody,
-			wantStatus: 403, wantCode: CodeUnauthenticated, wantAuth: true,
+			wantStatus: 403, wantCode: CodeUnauthenticated, wantMsg: "no credentials: send the Authorization header as", wantAuth: true,
 		},
 		{
 			name: "unknown token", method: http.MethodPost, path: "/event", creds: "Basic wrong-token-0123456789", body: okBody,
-			wantStatus: 403, wantCode: CodeUnauthenticated, wantAuth: true,
+			wantStatus: 403, wantCode: CodeUnauthenticated, wantMsg: "the token is not accepted", wantAuth: true,
 		},
 		{
 			name: "unrecognized scheme", method: http.MethodPost, path: "/event", creds: "Bearer x", body: okBody,
-			wantStatus: 403, wantCode: CodeAuthUnrecognizedScheme, wantAuth: true,
+			wantStatus: 403, wantCode: CodeAuthUnrecognizedScheme, wantMsg: "Bearer JWTs are not enabled", wantAuth: true,
 		},
 		{
 			name: "invalid body", method: http.MethodPost, path: "/event", creds: goodCreds, body: `{"event":1}`,
-			wantStatus: 400, wantCode: CodeInvalidBody, wantAuth: true,
+			wantStatus: 400, wantCode: CodeInvalidBody, wantMsg: "\"event\" is not a string; send {\"event\":\"<name>\",\"data\":<any JSON>}", wantAuth: true,
 		},
 		{
 			name: "empty body", method: http.MethodPost, path: "/event", creds: goodCreds, body: ``,
-			wantStatus: 400, wantCode: CodeInvalidBody, wantAuth: true,
+			wantStatus: 400, wantCode: CodeInvalidBody, wantMsg: "the body is not a JSON object", wantAuth: true,
 		},
 		{
 			name: "auth before body: bad body, no credentials", method: http.MethodPost, path: "/event", body: `not json`,
-			wantStatus: 403, wantCode: CodeUnauthenticated, wantAuth: true,
+			wantStatus: 403, wantCode: CodeUnauthenticated, wantMsg: "no credentials", wantAuth: true,
 		},
 		{
 			name: "auth before body: bad body, unknown scheme", method: http.MethodPost, path: "/event", creds: "Token x", body: `not json`,
-			wantStatus: 403, wantCode: CodeAuthUnrecognizedScheme, wantAuth: true,
+			wantStatus: 403, wantCode: CodeAuthUnrecognizedScheme, wantMsg: "the scheme must be", wantAuth: true,
 		},
 		{
 			name: "auth before size: large body, no credentials", method: http.MethodPost, path: "/event", body: atLimit + " ",
-			wantStatus: 403, wantCode: CodeUnauthenticated, wantAuth: true,
+			wantStatus: 403, wantCode: CodeUnauthenticated, wantMsg: "no credentials", wantAuth: true,
 		},
 		{
 			name: "payload too large", method: http.MethodPost, path: "/event", creds: goodCreds, body: atLimit + " ",
-			wantStatus: 413, wantCode: CodePayloadTooLarge, wantAuth: true,
+			wantStatus: 413, wantCode: CodePayloadTooLarge, wantMsg: "the body is over 64 bytes (MAX_BODY_BYTES)", wantAuth: true,
 		},
 		{
 			name: "payload far too large", method: http.MethodPost, path: "/event", creds: goodCreds, body: strings.Repeat("x", 100*maxBody),
-			wantStatus: 413, wantCode: CodePayloadTooLarge, wantAuth: true,
+			wantStatus: 413, wantCode: CodePayloadTooLarge, wantMsg: "the body is over 64 bytes (MAX_BODY_BYTES)", wantAuth: true,
 		},
 		{
 			name: "publisher unavailable", method: http.MethodPost, path: "/event", creds: goodCreds, body: okBody,
 			pubErr:     errors.New("hub closed"),
-			wantStatus: 503, wantCode: CodeUnavailable, wantAuth: true,
+			wantStatus: 503, wantCode: CodeUnavailable, wantMsg: "the server is shutting down", wantAuth: true,
 			wantPub: []published{{"a", `{"x" : 1}`}},
 		},
 		{
 			name: "GET", method: http.MethodGet, path: "/event", creds: goodCreds,
-			wantStatus: 405, wantCode: CodeMethodNotAllowed, wantAllow: "POST",
+			wantStatus: 405, wantCode: CodeMethodNotAllowed, wantMsg: "publish with POST /event", wantAllow: "POST",
 		},
 		{
 			name: "PUT", method: http.MethodPut, path: "/event", creds: goodCreds, body: okBody,
-			wantStatus: 405, wantCode: CodeMethodNotAllowed, wantAllow: "POST",
+			wantStatus: 405, wantCode: CodeMethodNotAllowed, wantMsg: "publish with POST /event", wantAllow: "POST",
 		},
 		{
 			name: "DELETE without credentials", method: http.MethodDelete, path: "/event",
-			wantStatus: 405, wantCode: CodeMethodNotAllowed, wantAllow: "POST",
+			wantStatus: 405, wantCode: CodeMethodNotAllowed, wantMsg: "publish with POST /event", wantAllow: "POST",
 		},
 		{
 			name: "unknown path", method: http.MethodPost, path: "/events", creds: goodCreds, body: okBody,
-			wantStatus: 404, wantCode: CodeNotFound,
+			wantStatus: 404, wantCode: CodeNotFound, wantMsg: "no such path",
 		},
 		{
 			name: "trailing slash", method: http.MethodPost, path: "/event/", creds: goodCreds, body: okBody,
-			wantStatus: 404, wantCode: CodeNotFound,
+			wantStatus: 404, wantCode: CodeNotFound, wantMsg: "no such path",
 		},
 		{
 			name: "root", method: http.MethodGet, path: "/",
-			wantStatus: 404, wantCode: CodeNotFound,
+			wantStatus: 404, wantCode: CodeNotFound, wantMsg: "no such path",
 		},
 		{
 			name: "path is case-sensitive", method: http.MethodPost, path: "/EVENT", creds: goodCreds, body: okBody,
-			wantStatus: 404, wantCode: CodeNotFound,
+			wantStatus: 404, wantCode: CodeNotFound, wantMsg: "no such path",
 		},
 	}
 	for _, tt := range tests {
@@ -217,11 +218,15 @@ func TestHandler(t *testing.T) {
 
 			assert.Equal(t, tt.wantStatus, resp.StatusCode)
 			assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
-			want := `{"code":"` + string(tt.wantCode) + `"}`
 			if tt.wantCode == CodeOK {
-				want = `{"code":"OK","id":"1-1"}`
+				assert.Equal(t, `{"code":"OK","id":"1-1"}`+"\n", string(body))
+			} else {
+				var answer struct{ Code, Message string }
+				require.NoError(t, json.Unmarshal(body, &answer), "%s", body)
+				assert.Equal(t, string(tt.wantCode), answer.Code)
+				assert.Contains(t, answer.Message, tt.wantMsg)
+				assert.Equal(t, `{"code":"`+answer.Code+`","message":`, string(body[:len(answer.Code)+21]), "code first, then message")
 			}
-			assert.Equal(t, want, string(body))
 			assert.Equal(t, tt.wantAllow, resp.Header.Get("Allow"))
 			assert.Equal(t, tt.wantPub, pub.Events())
 
@@ -298,7 +303,7 @@ func TestHandlerUncleanPath(t *testing.T) {
 			body, err := io.ReadAll(resp.Body)
 			require.NoError(t, err)
 			assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
-			assert.Regexp(t, `^\{"code":"[A-Z_]+"\}$`, string(body))
+			assert.Regexp(t, `^\{"code":"[A-Z_]+","message":"[^"]+"\}\n$`, string(body))
 		})
 	}
 }

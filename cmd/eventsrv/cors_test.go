@@ -71,7 +71,7 @@ func TestCORSForWebSockets(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	assert.Equal(t, http.StatusForbidden, resp.StatusCode)
-	assert.Equal(t, `{"code":"FORBIDDEN_ORIGIN"}`, string(body))
+	assert.Equal(t, `{"code":"FORBIDDEN_ORIGIN"}`, plainBody(t, body))
 	for _, origin := range []string{appOrigin, ""} {
 		c, resp, err := dial(origin)
 		require.NoError(t, err, "origin %q", origin)

@@ -122,7 +122,18 @@ func (s *server) do(method, path, auth, body string) (int, string) {
 }
 
 // roundTrip sends req and returns the status and body.
+// Answers are checked here by their codes: the JSON answer's closing
+// newline and an error's message for people are taken off (messages have
+// tests of their own: see messages_test.go).
 func (s *server) roundTrip(req *http.Request) (int, string) {
+	s.t.Helper()
+	status, body := s.roundTripRaw(req)
+	require.True(s.t, strings.HasSuffix(body, "\n"), "a JSON answer ends in a newline: %q", body)
+	return status, withoutMessage(strings.TrimSuffix(body, "\n"))
+}
+
+// roundTripRaw sends req and returns the status and the body as sent.
+func (s *server) roundTripRaw(req *http.Request) (int, string) {
 	s.t.Helper()
 	resp, err := s.http.Do(req)
 	require.NoError(s.t, err)
@@ -131,6 +142,23 @@ func (s *server) roundTrip(req *http.Request) (int, string) {
 	require.NoError(s.t, err)
 	return resp.StatusCode, string(b)
 }
+
+// messageField is the message of an error answer or a refused init,
+// subscribe or unsubscribe, which comes last; event frames, whose data may
+// hold anything, do not match (they have no code).
+var messageField = regexp.MustCompile(`^(\{(?:"type":"[a-z]+",)?"code":"[A-Z_]+"),"message":"(?:[^"\\]|\\.)*"\}$`)
+
+// plainBody is an HTTP answer's body as roundTrip returns it: without its
+// closing newline, which it requires, and without its message.
+func plainBody(t *testing.T, body []byte) string {
+	t.Helper()
+	require.True(t, bytes.HasSuffix(body, []byte("\n")), "a JSON answer ends in a newline: %q", body)
+	return withoutMessage(string(bytes.TrimSuffix(body, []byte("\n"))))
+}
+
+// withoutMessage is an answer or a reply without its message: the form
+// the old service sent, which most tests compare with.
+func withoutMessage(s string) string { return messageField.ReplaceAllString(s, "$1}") }
 
 // requireServes checks that the server still delivers to a new subscriber,
 // after a test has thrown something bad at it.
@@ -197,7 +225,14 @@ func sendInit(t *testing.T, c *websocket.Conn, msg string) string {
 }
 
 // readText reads one text message, failing after 10 s.
+// A refusal's message is taken off (see withoutMessage).
 func readText(t *testing.T, c *websocket.Conn) string {
+	t.Helper()
+	return withoutMessage(readRawText(t, c))
+}
+
+// readRawText reads one text message as sent, failing after 10 s.
+func readRawText(t *testing.T, c *websocket.Conn) string {
 	t.Helper()
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
 	typ, msg, err := c.ReadMessage()

@@ -96,6 +96,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		ResumeMaxEvents:   cfg.ResumeMaxEvents,
 		ResumeMaxBytes:    cfg.ResumeMaxBytes,
 		MaxEventNameBytes: cfg.MaxEventNameBytes,
+		Elsewhere:         broadcastElsewhere(cfg),
 	})
 	m.WatchHub(hub)
 	listenOpts := listen.Options{MaxBodyBytes: cfg.MaxBodyBytes, MaxEventNameBytes: cfg.MaxEventNameBytes, Log: log, Metrics: m}
@@ -106,16 +107,17 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	// Browsers may POST from CORS_ALLOWED_ORIGINS; the admin endpoints are
 	// for operators' tools, not pages, so they get no CORS headers.
 	publishHandler := origins.Wrap(listenHandler, "POST")
-	listenSrv := newServer(cfg, probes.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/admin/") {
-			adminHandler.ServeHTTP(w, r)
-			return
-		}
-		publishHandler.ServeHTTP(w, r)
-	})), log)
+	listenSrv := newServer(cfg, probes.wrap(about(listenAbout(cfg), notSubscribers(cfg,
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, "/admin/") {
+				adminHandler.ServeHTTP(w, r)
+				return
+			}
+			publishHandler.ServeHTTP(w, r)
+		})))), log)
 	// READ_TIMEOUT bounds every request on the broadcast server too; the
 	// hub clears it on the connections it takes over (WebSocket and SSE).
-	broadcastSrv := newServer(cfg, probes.wrap(origins.Wrap(hub, "GET")), log)
+	broadcastSrv := newServer(cfg, probes.wrap(about(broadcastAbout(cfg), origins.Wrap(hub, "GET"))), log)
 
 	var servers []*endpoint
 	closeAll := func() {
@@ -317,7 +319,7 @@ func (p *probes) wrap(next http.Handler) http.Handler {
 		switch {
 		case r.Method != http.MethodGet && r.Method != http.MethodHead:
 			w.Header().Set("Allow", "GET, HEAD")
-			jsonhttp.Code(w, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED")
+			jsonhttp.Error(w, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", r.URL.Path+" answers GET")
 		case r.URL.Path == "/readyz" && p.draining.Load():
 			jsonhttp.Write(w, http.StatusServiceUnavailable, []byte(`{"status":"shutting down"}`))
 		default:

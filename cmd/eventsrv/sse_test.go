@@ -141,7 +141,7 @@ func TestSSEAuthentication(t *testing.T) {
 			resp.Body.Close()
 			require.NoError(t, err)
 			assert.Equal(t, tc.status, resp.StatusCode)
-			assert.Equal(t, tc.body, string(body))
+			assert.Equal(t, tc.body, plainBody(t, body))
 		})
 	}
 	st := s.openSSE("event=job.1&token="+url.QueryEscape(jwtTok), nil)

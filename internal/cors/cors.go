@@ -102,7 +102,7 @@ func (p *Policy) Wrap(next http.Handler, methods string) http.Handler {
 			return
 		}
 		if !allowed {
-			jsonhttp.Code(w, http.StatusForbidden, "FORBIDDEN_ORIGIN")
+			jsonhttp.Error(w, http.StatusForbidden, "FORBIDDEN_ORIGIN", "this origin is not in CORS_ALLOWED_ORIGINS: "+origin)
 			return
 		}
 		h := w.Header()

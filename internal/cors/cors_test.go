@@ -201,7 +201,7 @@ func TestWrapPreflight(t *testing.T) {
 		a := serve(t, p, http.MethodOptions, preflightHeader("https://evil.example.com"))
 		require.False(t, a.nextCalled)
 		require.Equal(t, http.StatusForbidden, a.code)
-		require.JSONEq(t, `{"code":"FORBIDDEN_ORIGIN"}`, a.body)
+		require.JSONEq(t, `{"code":"FORBIDDEN_ORIGIN","message":"this origin is not in CORS_ALLOWED_ORIGINS: https://evil.example.com"}`, a.body)
 		require.Empty(t, a.header.Values("Access-Control-Allow-Origin"))
 		requireNoPreflightHeaders(t, a.header)
 		require.Equal(t, []string{"Origin"}, a.header.Values("Vary"))
