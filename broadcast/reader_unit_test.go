@@ -47,11 +47,17 @@ func TestPingsAnswered(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, conn.WriteControl(websocket.PingMessage, []byte("third"), time.Now().Add(5*time.Second)))
 
-	go func() { _, _, _ = conn.ReadMessage() }() // pongs are seen while reading
+	ended := make(chan error, 1)
+	go func() { // pongs are seen while reading
+		_, _, err := conn.ReadMessage()
+		ended <- err
+	}()
 	for _, want := range []string{"first ping", "2nd", "third"} {
 		select {
 		case got := <-pongs:
 			assert.Equal(t, want, got)
+		case err := <-ended:
+			t.Fatalf("the connection ended before the pong for %q: %v", want, err)
 		case <-time.After(10 * time.Second):
 			t.Fatalf("no pong for %q", want)
 		}
