@@ -120,23 +120,13 @@ func TestShutdownDeliversEveryAnsweredEvent(t *testing.T) {
 	const subscribers, publishers, burst = 10, 4, 6000
 	// The paused subscribers' sockets take little, so that their backlog
 	// is queued in the server, where the bug dropped it.
-	small := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
-		c, err := net.Dial(network, addr)
-		if err == nil {
-			err = c.(*net.TCPConn).SetReadBuffer(64 << 10)
-		}
-		return c, err
-	}}
 	subs := make([]*websocket.Conn, subscribers)
 	for i := range subs {
 		if i%2 == 0 {
-			c, _, err := small.Dial(s.wsURL, nil)
-			require.NoError(t, err)
-			require.Equal(t, `{"type":"init","code":"OK"}`, sendInit(t, c, initMsg("Basic "+testToken, "burst")))
-			subs[i] = c
-			continue
+			subs[i] = s.subscribeSmall("burst")
+		} else {
+			subs[i] = s.subscribe("burst")
 		}
-		subs[i] = s.subscribe("burst")
 	}
 	// Each subscriber reads until its close, recording the data it got;
 	// the even ones wait for shuttingDown first.

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -198,6 +199,27 @@ func (s *server) dial() *websocket.Conn {
 	require.NoError(s.t, err)
 	resp.Body.Close()
 	s.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// subscribeSmall is subscribe over a socket with a 64 KiB receive buffer,
+// for a subscriber that stops reading: what it does not read then waits
+// in the server's queue soon, rather than in the kernel's buffers (but
+// not so little that reading it back is slow: a 4 KiB window took over a
+// minute for a few MiB).
+func (s *server) subscribeSmall(events ...string) *websocket.Conn {
+	s.t.Helper()
+	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+		c, err := net.Dial(network, addr)
+		if err == nil {
+			err = c.(*net.TCPConn).SetReadBuffer(64 << 10)
+		}
+		return c, err
+	}}
+	c, _, err := d.Dial(s.wsURL, nil)
+	require.NoError(s.t, err)
+	s.t.Cleanup(func() { c.Close() })
+	require.Equal(s.t, `{"type":"init","code":"OK"}`, sendInit(s.t, c, initMsg("Basic "+testToken, events...)))
 	return c
 }
 

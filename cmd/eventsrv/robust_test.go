@@ -73,20 +73,7 @@ func TestSubscribersClosingDuringBurst(t *testing.T) {
 // would fail.
 func TestSlowConsumerIsCutOff(t *testing.T) {
 	s := startServer(t, map[string]string{"MAX_BODY_BYTES": "20000", "QUEUE_MAX_BYTES": "262144"})
-	// The stalled subscriber's socket takes little, so that its queue
-	// grows soon (but not so little that reading it back at the end is
-	// slow: a 4 KiB window took over a minute for a few MiB).
-	small := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
-		c, err := net.Dial(network, addr)
-		if err == nil {
-			err = c.(*net.TCPConn).SetReadBuffer(64 << 10)
-		}
-		return c, err
-	}}
-	slow, _, err := small.Dial(s.wsURL, nil)
-	require.NoError(t, err)
-	defer slow.Close()
-	require.Equal(t, `{"type":"init","code":"OK"}`, sendInit(t, slow, initMsg("Basic "+testToken, "flood")))
+	slow := s.subscribeSmall("flood")
 	healthy := s.subscribe("flood")
 
 	data := `"` + strings.Repeat("x", 16000) + `"`
