@@ -116,6 +116,9 @@ func TestReadTimeoutSparesSubscribers(t *testing.T) {
 func TestShutdownDeliversEveryAnsweredEvent(t *testing.T) {
 	s := startServer(t, map[string]string{
 		"SHUTDOWN_TIMEOUT": "60s", "WRITE_TIMEOUT": "60s", "QUEUE_MAX_BYTES": "67108864",
+		// The paused subscribers answer no pings while paused: on a loaded
+		// machine the burst may outlast 1.5 default intervals.
+		"PING_INTERVAL": "10m",
 	})
 	const subscribers, publishers, burst = 10, 4, 6000
 	// The paused subscribers' sockets take little, so that their backlog
@@ -133,6 +136,7 @@ func TestShutdownDeliversEveryAnsweredEvent(t *testing.T) {
 	type stream struct {
 		got   map[string]bool
 		close *websocket.CloseError
+		err   error // how reading ended
 	}
 	streams := make([]stream, subscribers)
 	shuttingDown := make(chan struct{})
@@ -150,7 +154,7 @@ func TestShutdownDeliversEveryAnsweredEvent(t *testing.T) {
 				_, msg, err := c.ReadMessage()
 				if err != nil {
 					ce, _ := err.(*websocket.CloseError)
-					streams[i] = stream{got: got, close: ce}
+					streams[i] = stream{got: got, close: ce, err: err}
 					return
 				}
 				// The data is the last string in the frame: cheaper to cut
@@ -219,7 +223,7 @@ func TestShutdownDeliversEveryAnsweredEvent(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	for i, st := range streams {
-		require.NotNil(t, st.close, "subscriber %d: no close frame", i)
+		require.NotNil(t, st.close, "subscriber %d: no close frame but %v; the server's log:\n%s", i, st.err, s.logs)
 		require.Equal(t, websocket.CloseGoingAway, st.close.Code, "subscriber %d", i)
 		missing := 0
 		for _, d := range answered {
