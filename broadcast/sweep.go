@@ -51,11 +51,13 @@ func (c *client) sweep(now time.Time) {
 	if !c.closeSent.IsZero() {
 		deadline = c.closeSent.Add(closeGrace)
 	}
-	// A draining subscriber may take longer to read what it was sent
-	// before the close; each of its writes is bounded by WRITE_TIMEOUT, and
-	// the hub's Close bounds the whole.
-	pending := c.closeSent.IsZero() && c.draining
-	abort := closing && !c.aborted && !pending && now.After(deadline)
+	// A draining subscriber (the server is shutting down) may take longer
+	// to read what it was sent before the close, which may still wait in
+	// the kernel's buffers well after it was written: cutting it then
+	// would lose those events. Each of its writes is bounded by
+	// WRITE_TIMEOUT, and the hub's Close (SHUTDOWN_TIMEOUT) bounds the
+	// whole.
+	abort := closing && !c.aborted && !c.draining && now.After(deadline)
 	if abort {
 		c.aborted = true
 	}
