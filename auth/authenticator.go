@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"eventsrv/internal/logthrottle"
 )
 
 // TokenChecker is what an Authenticator needs from a token source.
@@ -19,7 +21,7 @@ type Authenticator struct {
 	tokens  TokenChecker
 	jwt     *JWTVerifier // nil: Bearer is an unrecognized scheme
 	log     *slog.Logger
-	limit   rejectLimiter
+	limit   *logthrottle.Limiter
 	metrics FailureCounter
 }
 
@@ -43,7 +45,7 @@ func (a *Authenticator) WithMetrics(m FailureCounter) *Authenticator {
 // NewAuthenticator returns an Authenticator over tokens that logs refusals
 // to log.
 func NewAuthenticator(tokens TokenChecker, log *slog.Logger) *Authenticator {
-	return &Authenticator{tokens: tokens, log: log, limit: rejectLimiter{perWindow: 10, window: time.Second}}
+	return &Authenticator{tokens: tokens, log: log, limit: logthrottle.New(10, time.Second)}
 }
 
 // Authenticate checks credentials of the form "<scheme> <token>" and
@@ -114,7 +116,7 @@ func (a *Authenticator) logRejected(err error, remote, via string) {
 	if a.metrics != nil {
 		a.metrics.AuthFailed(reason, via)
 	}
-	ok, suppressed := a.limit.allow(time.Now())
+	ok, suppressed := a.limit.Allow(time.Now())
 	if suppressed > 0 {
 		a.log.Warn("authentication refusals suppressed", "count", suppressed)
 	}
@@ -122,33 +124,4 @@ func (a *Authenticator) logRejected(err error, remote, via string) {
 		return
 	}
 	a.log.Warn("authentication refused", "remote", remote, "via", via, "reason", reason)
-}
-
-// rejectLimiter allows perWindow log lines per window and counts the rest,
-// so that the next allowed line can say how many were left out.
-type rejectLimiter struct {
-	perWindow int
-	window    time.Duration
-
-	mu         sync.Mutex
-	start      time.Time
-	used       int
-	suppressed int
-}
-
-// allow reports whether a line may be written now, and how many lines were
-// suppressed since the last report (to be reported once, now).
-func (l *rejectLimiter) allow(now time.Time) (ok bool, suppressed int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if now.Sub(l.start) >= l.window {
-		suppressed, l.suppressed = l.suppressed, 0
-		l.start, l.used = now, 0
-	}
-	if l.used >= l.perWindow {
-		l.suppressed++
-		return false, suppressed
-	}
-	l.used++
-	return true, suppressed
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"eventsrv/internal/logthrottle"
 )
 
 // fakeTokens accepts exactly the tokens it holds.
@@ -64,7 +66,7 @@ func TestAuthenticateThrottlesLog(t *testing.T) {
 	log, logs := newTestLogger()
 	a := NewAuthenticator(fakeTokens{}, log)
 	// A window far longer than the test, so that the count is exact.
-	a.limit.window = time.Hour
+	a.limit = logthrottle.New(10, time.Hour)
 	for range 25 {
 		_, err := a.Authenticate("Basic "+secretToken, "192.0.2.7:1", "websocket")
 		require.ErrorIs(t, err, ErrUnauthenticated)
@@ -75,54 +77,6 @@ func TestAuthenticateThrottlesLog(t *testing.T) {
 	assert.NotContains(t, out, secretToken)
 }
 
-func TestRejectLimiterAllow(t *testing.T) {
-	l := rejectLimiter{perWindow: 10, window: time.Second}
-	t0 := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
-	at := func(d time.Duration) time.Time { return t0.Add(d) }
-
-	// The first window: 10 lines, then suppression.
-	for i := range 10 {
-		ok, suppressed := l.allow(at(time.Duration(i) * time.Millisecond))
-		require.True(t, ok, "line %d", i)
-		require.Zero(t, suppressed, "line %d", i)
-	}
-	for i := range 6 {
-		ok, suppressed := l.allow(at(500*time.Millisecond + time.Duration(i)*time.Millisecond))
-		require.False(t, ok, "suppressed line %d", i)
-		require.Zero(t, suppressed, "the count is reported only when a new window begins")
-	}
-	ok, suppressed := l.allow(at(time.Second - time.Nanosecond))
-	require.False(t, ok, "still the first window")
-	require.Zero(t, suppressed)
-
-	// The next window begins: the count of 7 is reported once.
-	ok, suppressed = l.allow(at(time.Second))
-	require.True(t, ok)
-	require.Equal(t, 7, suppressed)
-	ok, suppressed = l.allow(at(time.Second + time.Millisecond))
-	require.True(t, ok)
-	require.Zero(t, suppressed, "reported once, not again")
-
-	// Fill this window (2 used so far) and suppress 3 more.
-	for range 8 {
-		ok, _ = l.allow(at(1500 * time.Millisecond))
-		require.True(t, ok)
-	}
-	for range 3 {
-		ok, _ = l.allow(at(1500 * time.Millisecond))
-		require.False(t, ok)
-	}
-	// A window later than the next one still reports the count.
-	ok, suppressed = l.allow(at(10 * time.Second))
-	require.True(t, ok)
-	require.Equal(t, 3, suppressed)
-
-	// A quiet window reports nothing.
-	ok, suppressed = l.allow(at(20 * time.Second))
-	require.True(t, ok)
-	require.Zero(t, suppressed)
-}
-
 func TestAuthenticateReportsSuppressed(t *testing.T) {
 	log, logs := newTestLogger()
 	a := NewAuthenticator(fakeTokens{}, log)
@@ -130,7 +84,7 @@ func TestAuthenticateReportsSuppressed(t *testing.T) {
 	// clock begin the next one.
 	past := time.Now().Add(-time.Hour)
 	for range 13 {
-		a.limit.allow(past)
+		a.limit.Allow(past)
 	}
 	_, err := a.Authenticate("Basic "+secretToken, "192.0.2.7:1", "http")
 	require.ErrorIs(t, err, ErrUnauthenticated)

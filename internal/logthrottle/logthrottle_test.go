@@ -12,28 +12,51 @@ import (
 )
 
 func TestAllow(t *testing.T) {
-	l := New(3, time.Second)
-	t0 := time.Unix(1_795_425_601, 0)
-	for i := range 3 {
-		ok, suppressed := l.Allow(t0.Add(time.Duration(i) * time.Millisecond))
+	l := New(10, time.Second)
+	t0 := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+
+	// The first window: 10 lines, then suppression.
+	for i := range 10 {
+		ok, suppressed := l.Allow(at(time.Duration(i) * time.Millisecond))
 		require.True(t, ok, "line %d", i)
-		require.Zero(t, suppressed)
+		require.Zero(t, suppressed, "line %d", i)
 	}
-	for i := range 5 {
-		ok, suppressed := l.Allow(t0.Add(500 * time.Millisecond))
-		require.False(t, ok, "line %d past the window's three", i+3)
-		require.Zero(t, suppressed)
+	for i := range 6 {
+		ok, suppressed := l.Allow(at(500*time.Millisecond + time.Duration(i)*time.Millisecond))
+		require.False(t, ok, "suppressed line %d", i)
+		require.Zero(t, suppressed, "the count is reported only when a new window begins")
 	}
-	// Just before the window ends: still refused.
-	ok, _ := l.Allow(t0.Add(time.Second - time.Nanosecond))
-	require.False(t, ok)
-	// A new window: allowed, and told that six were left out, once.
-	ok, suppressed := l.Allow(t0.Add(time.Second))
+	ok, suppressed := l.Allow(at(time.Second - time.Nanosecond))
+	require.False(t, ok, "still the first window")
+	require.Zero(t, suppressed)
+
+	// The next window begins: the count of 7 is reported once.
+	ok, suppressed = l.Allow(at(time.Second))
 	require.True(t, ok)
-	assert.Equal(t, 6, suppressed)
-	ok, suppressed = l.Allow(t0.Add(time.Second + time.Millisecond))
+	require.Equal(t, 7, suppressed)
+	ok, suppressed = l.Allow(at(time.Second + time.Millisecond))
 	require.True(t, ok)
-	assert.Zero(t, suppressed)
+	require.Zero(t, suppressed, "reported once, not again")
+
+	// Fill this window (2 used so far) and suppress 3 more.
+	for range 8 {
+		ok, _ = l.Allow(at(1500 * time.Millisecond))
+		require.True(t, ok)
+	}
+	for range 3 {
+		ok, _ = l.Allow(at(1500 * time.Millisecond))
+		require.False(t, ok)
+	}
+	// A window later than the next one still reports the count.
+	ok, suppressed = l.Allow(at(10 * time.Second))
+	require.True(t, ok)
+	require.Equal(t, 3, suppressed)
+
+	// A quiet window reports nothing.
+	ok, suppressed = l.Allow(at(20 * time.Second))
+	require.True(t, ok)
+	require.Zero(t, suppressed)
 }
 
 func TestLog(t *testing.T) {
