@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"log/slog"
-	"sync"
 	"time"
 
 	"eventsrv/internal/logthrottle"
