@@ -1,6 +1,7 @@
 # eventsrv container image.
 #
 #   docker build -t eventsrv:latest .
+#   (with --build-arg VERSION=... --build-arg COMMIT=...: see the build stage)
 #
 # Two stages: a Go toolchain image builds one static binary, and a distroless
 # image runs it. The runtime image has no shell, no package manager and no
@@ -40,7 +41,15 @@ COPY . .
 #   panics still print full stack traces, which use a separate table.
 # Only ./cmd/eventsrv is built; ./cmd/eventsrv-bench is a load generator for
 # development and has no place in the service image.
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/eventsrv ./cmd/eventsrv
+# VERSION and COMMIT: .git stays out of the build context, so the binary
+# cannot read them itself; `eventsrv version` and /admin/status show them:
+#   docker build --build-arg VERSION=$(git describe --tags --always) \
+#                --build-arg COMMIT=$(git rev-parse HEAD) -t eventsrv .
+ARG VERSION=
+ARG COMMIT=
+RUN CGO_ENABLED=0 go build -trimpath \
+      -ldflags="-s -w -X main.buildVersion=${VERSION} -X main.buildCommit=${COMMIT}" \
+      -o /out/eventsrv ./cmd/eventsrv
 
 # Folders for the runtime image. The distroless image has no shell, so `RUN
 # mkdir` is impossible there: make them here and COPY them across with the

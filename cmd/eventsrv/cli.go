@@ -327,7 +327,26 @@ func version() string {
 	if !ok {
 		bi = nil
 	}
-	return formatVersion(bi)
+	return stamped(formatVersion(bi), buildVersion, buildCommit)
+}
+
+// buildVersion and buildCommit are set by the linker where the build has
+// no VCS information of its own, as in the container image, whose build
+// context leaves .git out: go build -ldflags "-X main.buildVersion=v1.2.0
+// -X main.buildCommit=0123abc" (the Dockerfile's VERSION and COMMIT
+// build arguments). Empty otherwise.
+var buildVersion, buildCommit string
+
+// stamped puts the linker's version and commit, when given, in place of
+// what formatVersion could not know ("devel", "unknown").
+func stamped(line, version, commit string) string {
+	if version != "" {
+		line = strings.Replace(line, "devel (", version+" (", 1)
+	}
+	if commit != "" {
+		line = strings.Replace(line, "(commit unknown,", "(commit "+commit+",", 1)
+	}
+	return line
 }
 
 // formatVersion is version's line for bi (nil when the binary has no

@@ -277,3 +277,15 @@ func TestCLIWarnsAboutMisspeltVariables(t *testing.T) {
 		"PING_INTERVALL is not a setting (ignored); did you mean PING_INTERVAL?", err.Error())
 	assert.Equal(t, 1, exitCode(err))
 }
+
+// The linker's version and commit (the container build's) fill in only
+// what the build information lacks.
+func TestStampedVersion(t *testing.T) {
+	for _, c := range []struct{ line, version, commit, want string }{
+		{"devel (commit unknown, go1.26.8)", "v1.2.0", "0123abc", "v1.2.0 (commit 0123abc, go1.26.8)"},
+		{"devel (commit unknown, go1.26.8)", "", "", "devel (commit unknown, go1.26.8)"},
+		{"v1.1.0 (commit 89ab, go1.26.8)", "v1.2.0", "0123abc", "v1.1.0 (commit 89ab, go1.26.8)"},
+	} {
+		assert.Equal(t, c.want, stamped(c.line, c.version, c.commit))
+	}
+}
