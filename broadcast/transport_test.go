@@ -139,3 +139,28 @@ func TestTrimUserAgent(t *testing.T) {
 	assert.True(t, utf8.ValidString(got))
 	assert.Equal(t, strings.Repeat("u", maxUserAgent-1), got)
 }
+
+// TestPollerForgetsClosedSubscribers: a subscriber's socket leaves the
+// poller with it, so that the poller holds no client that is gone.
+func TestPollerForgetsClosedSubscribers(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("no socket poller on this platform")
+	}
+	h, url := newTestHub(t, testOptions())
+	require.NotNil(t, h.poll)
+	polled := func() int {
+		h.poll.mu.Lock()
+		defer h.poll.mu.Unlock()
+		return len(h.poll.conns)
+	}
+	conns := make([]*websocket.Conn, 3)
+	for i := range conns {
+		conns[i] = subscribe(t, websocket.DefaultDialer, url)
+	}
+	require.Equal(t, 3, polled())
+	for _, conn := range conns {
+		require.NoError(t, conn.Close())
+	}
+	require.Eventually(t, func() bool { return h.Subscribers() == 0 }, 5*time.Second, time.Millisecond)
+	require.Zero(t, polled())
+}
