@@ -137,3 +137,20 @@ func TestHTTPBasicAsClientsSendIt(t *testing.T) {
 	status, _ := s.roundTrip(req)
 	assert.Equal(t, 403, status, "a user with a wrong password is not tried as the token")
 }
+
+// Without CORS_ALLOWED_ORIGINS, a page of another origin cannot read the
+// answers; the server says so in its log, with the setting to use. A page
+// of the server's own origin needs no CORS and is not mentioned.
+func TestCORSHintWhenUnset(t *testing.T) {
+	s := startServer(t, nil)
+	broadcastHTTP := "http" + strings.TrimPrefix(strings.TrimSuffix(s.wsURL, "/"), "ws")
+	own := "http://" + strings.TrimPrefix(broadcastHTTP, "http://")
+	for _, origin := range []string{own, "http://localhost:8000"} {
+		req, err := http.NewRequest(http.MethodGet, broadcastHTTP+"/events?event=a", nil)
+		require.NoError(t, err)
+		req.Header.Set("Origin", origin)
+		_, _ = s.roundTripRaw(req) // 403 without credentials: the hint comes anyway
+	}
+	s.waitLog(`hint="set CORS_ALLOWED_ORIGINS=http://localhost:8000"`)
+	assert.NotContains(t, s.logs.String(), "CORS_ALLOWED_ORIGINS="+own)
+}

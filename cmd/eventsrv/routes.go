@@ -2,12 +2,14 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 
 	"github.com/gorilla/websocket"
 
 	"eventsrv/internal/jsonhttp"
+	"eventsrv/internal/logthrottle"
 )
 
 // Each server says what it is at GET /, and a request meant for the other
@@ -80,4 +82,29 @@ func notSubscribers(cfg config, next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 		}
 	})
+}
+
+// corsHint serves a server that sends no CORS headers (CORS_ALLOWED_ORIGINS
+// is unset), and logs, throttled, a request from a page of another origin
+// that the browser will not let read the answer: an EventSource or a
+// fetch that fails in the page with nothing in the server's log but
+// "closed by peer" is the most puzzling first hour a user can have.
+func corsHint(log *slog.Logger, quiet *logthrottle.Limiter, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if origin := r.Header.Get("Origin"); origin != "" && !websocket.IsWebSocketUpgrade(r) && !sameOrigin(origin, r) {
+			quiet.Log(log, slog.LevelWarn, "a page of another origin asked, but CORS_ALLOWED_ORIGINS is unset: the browser will not let it read the answer",
+				"origin", origin, "path", r.URL.Path, "hint", "set CORS_ALLOWED_ORIGINS="+origin)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// sameOrigin reports whether origin is the request's own (scheme and
+// host), which needs no CORS.
+func sameOrigin(origin string, r *http.Request) bool {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return origin == scheme+"://"+r.Host
 }

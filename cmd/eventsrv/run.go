@@ -26,6 +26,7 @@ import (
 	"eventsrv/history"
 	"eventsrv/internal/cors"
 	"eventsrv/internal/jsonhttp"
+	"eventsrv/internal/logthrottle"
 	"eventsrv/listen"
 	"eventsrv/metrics"
 )
@@ -118,6 +119,11 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	// READ_TIMEOUT bounds every request on the broadcast server too; the
 	// hub clears it on the connections it takes over (WebSocket and SSE).
 	broadcastSrv := newServer(cfg, probes.wrap(about(broadcastAbout(cfg), origins.Wrap(hub, "GET"))), log)
+	if origins == nil {
+		quiet := logthrottle.New(10, time.Second)
+		listenSrv.Handler = corsHint(log, quiet, listenSrv.Handler)
+		broadcastSrv.Handler = corsHint(log, quiet, broadcastSrv.Handler)
+	}
 
 	var servers []*endpoint
 	closeAll := func() {
