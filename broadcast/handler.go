@@ -16,15 +16,16 @@ import (
 	"eventsrv/internal/jsonhttp"
 )
 
-// maxUserAgent bounds the user agent kept for the admin client list, and
-// any header value logged.
-const maxUserAgent = 256
+// maxHeaderValue bounds a header value kept (the user agent, for the admin
+// client list) or logged (a refused origin).
+const maxHeaderValue = 256
 
-func trimHeader(ua string) string {
-	if len(ua) > maxUserAgent {
-		ua = strings.ToValidUTF8(ua[:maxUserAgent], "")
+// trimHeader is v cut to maxHeaderValue bytes of valid UTF-8.
+func trimHeader(v string) string {
+	if len(v) > maxHeaderValue {
+		v = strings.ToValidUTF8(v[:maxHeaderValue], "")
 	}
-	return ua
+	return v
 }
 
 // upgrader is shared by every connection. Buffers are small because

@@ -129,15 +129,15 @@ func TestNewSubscriberRawSocket(t *testing.T) {
 }
 
 func TestTrimUserAgent(t *testing.T) {
-	exact := strings.Repeat("u", maxUserAgent)
+	exact := strings.Repeat("u", maxHeaderValue)
 	assert.Equal(t, exact, trimHeader(exact))
 	assert.Equal(t, exact, trimHeader(exact+"v"))
 	assert.Equal(t, "", trimHeader(""))
 	// Cut inside a two-byte rune: the half rune goes, the rest stays.
-	split := strings.Repeat("u", maxUserAgent-1) + "é"
+	split := strings.Repeat("u", maxHeaderValue-1) + "é"
 	got := trimHeader(split)
 	assert.True(t, utf8.ValidString(got))
-	assert.Equal(t, strings.Repeat("u", maxUserAgent-1), got)
+	assert.Equal(t, strings.Repeat("u", maxHeaderValue-1), got)
 }
 
 // TestPollerForgetsClosedSubscribers: a subscriber's socket leaves the
