@@ -2,8 +2,12 @@ package broadcast
 
 import (
 	"bytes"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -56,5 +60,27 @@ func TestWriteFrames(t *testing.T) {
 			assert.Equal(t, tc.writes, sizes)
 			assert.Equal(t, bytes.Join(tc.frames, nil), bytes.Join(nc.writes, nil), "every byte, in order")
 		})
+	}
+}
+
+// TestLateReaderGetsEverything: a subscriber that reads nothing while
+// megabytes are published to it fills its socket, so that the flushers'
+// non-blocking writes fall short and batches pass writeChunk; its own
+// writer then finishes them. When it reads, every event is there, whole and
+// in order.
+func TestLateReaderGetsEverything(t *testing.T) {
+	opts := testOptions()
+	opts.QueueMaxBytes = 64 << 20
+	h, url := newTestHub(t, opts)
+	conn := subscribe(t, websocket.DefaultDialer, url)
+	const n = 300
+	data := []byte(`"` + strings.Repeat("d", 20<<10) + `"`)
+	for range n {
+		_, err := h.Publish("a", data)
+		require.NoError(t, err)
+	}
+	for i := range n {
+		msg := readText(t, conn)
+		require.Equal(t, fmt.Sprintf(`{"type":"event","id":"7-%d","event":"a","data":%s}`, i+1, data), msg, "event %d", i+1)
 	}
 }
