@@ -1,0 +1,213 @@
+package broadcast
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"eventsrv/auth"
+	"eventsrv/history"
+)
+
+// resumeReply reads a resume's replayed event IDs and its reply.
+func readResume(t *testing.T, conn *websocket.Conn) (ids []string, recovered bool, position string) {
+	t.Helper()
+	for {
+		var m struct {
+			Type, ID, Code string
+			Recovered      *bool
+		}
+		raw := readText(t, conn)
+		require.NoError(t, json.Unmarshal([]byte(raw), &m), raw)
+		if m.Type == "event" {
+			ids = append(ids, m.ID)
+			continue
+		}
+		require.Equal(t, "OK", m.Code, raw)
+		require.NotNil(t, m.Recovered, raw)
+		return ids, *m.Recovered, m.ID
+	}
+}
+
+// A replay is bounded by ResumeMaxEvents and ResumeMaxBytes: the newest
+// that fit, with recovered false when that is not everything.
+func TestResumeBoundsInHub(t *testing.T) {
+	opts := testOptions()
+	opts.History = history.NewMemory(history.Limits{Size: 100})
+	opts.ResumeMaxEvents = 3
+	h, url := newTestHub(t, opts)
+	for range 10 {
+		_, err := h.Publish("a", []byte(`"0123456789"`))
+		require.NoError(t, err)
+	}
+	// 7-8's and 7-9's frames are a byte shorter than 7-10's.
+	frame := len(eventFrame(history.ID{Epoch: 7, Seq: 10}, "a", []byte(`"0123456789"`)))
+	cases := []struct {
+		since     string
+		maxBytes  int
+		want      []string
+		recovered bool
+	}{
+		{"7-1", 0, []string{"7-8", "7-9", "7-10"}, false},
+		{"7-7", 0, []string{"7-8", "7-9", "7-10"}, true},
+		{"7-8", 0, []string{"7-9", "7-10"}, true},
+		{"7-7", 2 * frame, []string{"7-9", "7-10"}, false},
+		{"7-7", 3*frame - 2, []string{"7-8", "7-9", "7-10"}, true},
+		{"7-7", 3*frame - 3, []string{"7-9", "7-10"}, false},
+		{"7-10", 0, nil, true},
+		{"6-1", 0, []string{"7-8", "7-9", "7-10"}, false},
+	}
+	for _, tc := range cases {
+		h.opts.ResumeMaxBytes = tc.maxBytes
+		conn := dial(t, url)
+		send(t, conn, `{"authentication":"`+goodCreds+`","events":["a"],"since":"`+tc.since+`"}`)
+		ids, recovered, position := readResume(t, conn)
+		assert.Equal(t, tc.want, ids, "since %s, max bytes %d", tc.since, tc.maxBytes)
+		assert.Equal(t, tc.recovered, recovered, "since %s, max bytes %d", tc.since, tc.maxBytes)
+		assert.Equal(t, "7-10", position)
+	}
+}
+
+// Without a history, a resume is recovered only when nothing was
+// published since.
+func TestResumeWithoutHistoryInHub(t *testing.T) {
+	h, url := newTestHub(t, testOptions())
+	for range 3 {
+		_, err := h.Publish("a", []byte(`1`))
+		require.NoError(t, err)
+	}
+	for since, want := range map[string]bool{"7-3": true, "7-2": false, "": true, "8-3": false} {
+		conn := dial(t, url)
+		send(t, conn, `{"authentication":"`+goodCreds+`","events":["a"],"since":"`+since+`"}`)
+		ids, recovered, position := readResume(t, conn)
+		assert.Empty(t, ids)
+		assert.Equal(t, want, recovered, "since %q", since)
+		assert.Equal(t, "7-3", position)
+	}
+}
+
+// Recheck closes a connection whose credential is gone (4003 token
+// revoked) or whose role no longer allows what it is subscribed to (4003
+// permissions changed); the others keep their subscriptions, with the
+// current permissions for later subscribes. A connection without an init
+// is not asked about.
+func TestRecheck(t *testing.T) {
+	h, url := newTestHub(t, testOptions())
+	subscribed := func(events string) *websocket.Conn {
+		conn := dial(t, url)
+		send(t, conn, `{"authentication":"`+goodCreds+`","events":`+events+`}`)
+		require.Equal(t, `{"type":"init","code":"OK"}`, readText(t, conn))
+		return conn
+	}
+	onlyA := subscribed(`["a"]`)
+	aAndB := subscribed(`["a","b"]`)
+	fresh := dial(t, url)
+	narrowed := auth.Permissions{Subscribe: auth.Patterns{"a"}}
+	require.Eventually(t, func() bool { return h.Subscribers() == 3 }, 5*time.Second, time.Millisecond)
+
+	asked := 0
+	closed := h.Recheck(func(auth.Permissions) (auth.Permissions, bool) { asked++; return narrowed, true })
+	assert.Equal(t, 1, closed)
+	assert.Equal(t, 2, asked, "the connection without an init is not asked about")
+	ce := readCloseError(t, aAndB)
+	assert.Equal(t, closeTokenRevoked, ce.Code)
+	assert.Equal(t, reasonNarrowed, ce.Text)
+
+	send(t, onlyA, `{"type":"subscribe","events":["b"]}`)
+	assert.Equal(t, `{"type":"subscribe","code":"FORBIDDEN","message":"this token may not subscribe to \"b\": no subscribe pattern of its role matches; nothing was added"}`,
+		readText(t, onlyA), "later subscribes use the narrowed role")
+
+	closed = h.Recheck(func(auth.Permissions) (auth.Permissions, bool) { return auth.Permissions{}, false })
+	assert.Equal(t, 1, closed)
+	ce = readCloseError(t, onlyA)
+	assert.Equal(t, closeTokenRevoked, ce.Code)
+	assert.Equal(t, reasonRevoked, ce.Text)
+	send(t, fresh, `{"authentication":"`+goodCreds+`","events":["a"]}`)
+	assert.Equal(t, `{"type":"init","code":"OK"}`, readText(t, fresh), "a connection without an init stays")
+}
+
+func readCloseError(t *testing.T, conn *websocket.Conn) *websocket.CloseError {
+	t.Helper()
+	for {
+		_, _, err := conn.ReadMessage()
+		if err == nil {
+			continue
+		}
+		var ce *websocket.CloseError
+		require.ErrorAs(t, err, &ce)
+		return ce
+	}
+}
+
+// Refusals say why: a name over MaxEventNameBytes, and a forbidden name
+// cut to 64 bytes in the message.
+func TestRefusalMessages(t *testing.T) {
+	opts := testOptions()
+	opts.MaxEventNameBytes = 70
+	opts.MaxMessageBytes = 1024
+	h := NewHub(scopedAuth{}, opts)
+	_, url := serveHub(t, h)
+	conn := dial(t, url)
+	long := strings.Repeat("n", 71)
+	send(t, conn, `{"authentication":"x","events":["a","`+long+`"]}`)
+	assert.Equal(t, `{"type":"init","code":"EVENT_NAME_TOO_LONG","message":"an event name is 71 bytes; at most 70 are allowed (MAX_EVENT_NAME_BYTES)"}`, readText(t, conn))
+	forbidden := strings.Repeat("é", 35) // 70 bytes
+	send(t, conn, `{"authentication":"x","events":["`+forbidden+`"]}`)
+	assert.Equal(t, `{"type":"init","code":"FORBIDDEN","message":"this token may not subscribe to \"`+strings.Repeat("é", 32)+`…\": no subscribe pattern of its role matches; nothing was added"}`,
+		readText(t, conn))
+	send(t, conn, `{"authentication":"x","events":["a"]}`)
+	assert.Equal(t, `{"type":"init","code":"OK"}`, readText(t, conn))
+}
+
+// scopedAuth grants every credential the subscription of "a" only.
+type scopedAuth struct{}
+
+func (scopedAuth) Authenticate(string, string, string) (auth.Permissions, error) {
+	return auth.Permissions{Subscribe: auth.Patterns{"a"}}, nil
+}
+
+// When Close's context ends first, the connections still open are cut, and
+// the log says how many, with how many frames were still queued.
+func TestCloseTimeoutSaysWhatWasCut(t *testing.T) {
+	var logs syncBuffer
+	opts := testOptions()
+	opts.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	h := NewHub(fakeAuth{}, opts)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	conn := dial(t, "ws"+strings.TrimPrefix(srv.URL, "http"))
+	send(t, conn, `{"authentication":"`+goodCreds+`","events":["a"]}`)
+	require.Equal(t, `{"type":"init","code":"OK"}`, readText(t, conn))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.ErrorIs(t, h.Close(ctx), context.Canceled)
+	assert.Contains(t, logs.String(), `msg="shutdown timeout: connections cut" connections=1`)
+}
+
+// syncBuffer is a bytes.Buffer safe for the hub's goroutines to log to.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
