@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -102,7 +104,10 @@ func TestResumeWithoutHistoryInHub(t *testing.T) {
 // current permissions for later subscribes. A connection without an init
 // is not asked about.
 func TestRecheck(t *testing.T) {
-	h, url := newTestHub(t, testOptions())
+	var logs syncBuffer
+	opts := testOptions()
+	opts.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	h, url := newTestHub(t, opts)
 	subscribed := func(events string) *websocket.Conn {
 		conn := dial(t, url)
 		send(t, conn, `{"authentication":"`+goodCreds+`","events":`+events+`}`)
@@ -115,8 +120,11 @@ func TestRecheck(t *testing.T) {
 	narrowed := auth.Permissions{Subscribe: auth.Patterns{"a"}}
 	require.Eventually(t, func() bool { return h.Subscribers() == 3 }, 5*time.Second, time.Millisecond)
 
+	assert.Zero(t, h.Recheck(func(p auth.Permissions) (auth.Permissions, bool) { return p, true }))
+	assert.NotContains(t, logs.String(), "change of credentials", "nothing closed, nothing said")
 	asked := 0
 	closed := h.Recheck(func(auth.Permissions) (auth.Permissions, bool) { asked++; return narrowed, true })
+	assert.Contains(t, logs.String(), `msg="connections closed after a change of credentials" connections=1`)
 	assert.Equal(t, 1, closed)
 	assert.Equal(t, 2, asked, "the connection without an init is not asked about")
 	ce := readCloseError(t, aAndB)
@@ -165,6 +173,10 @@ func TestRefusalMessages(t *testing.T) {
 	send(t, conn, `{"authentication":"x","events":["`+forbidden+`"]}`)
 	assert.Equal(t, `{"type":"init","code":"FORBIDDEN","message":"this token may not subscribe to \"`+strings.Repeat("é", 32)+`…\": no subscribe pattern of its role matches; nothing was added"}`,
 		readText(t, conn))
+	exact := strings.Repeat("x", 64)
+	send(t, conn, `{"authentication":"x","events":["`+exact+`"]}`)
+	assert.Equal(t, `{"type":"init","code":"FORBIDDEN","message":"this token may not subscribe to \"`+exact+`\": no subscribe pattern of its role matches; nothing was added"}`,
+		readText(t, conn), "64 bytes are shown whole")
 	send(t, conn, `{"authentication":"x","events":["a"]}`)
 	assert.Equal(t, `{"type":"init","code":"OK"}`, readText(t, conn))
 }
@@ -177,21 +189,46 @@ func (scopedAuth) Authenticate(string, string, string) (auth.Permissions, error)
 }
 
 // When Close's context ends first, the connections still open are cut, and
-// the log says how many, with how many frames were still queued.
+// the log says how many, with how many frames were still queued for them.
+// The subscriber here reads nothing, so that its socket fills and the rest
+// waits in its queue.
 func TestCloseTimeoutSaysWhatWasCut(t *testing.T) {
 	var logs syncBuffer
 	opts := testOptions()
 	opts.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	opts.QueueMaxBytes = 64 << 20
 	h := NewHub(fakeAuth{}, opts)
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	conn := dial(t, "ws"+strings.TrimPrefix(srv.URL, "http"))
+	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+		c, err := net.Dial(network, addr)
+		if err == nil {
+			err = c.(*net.TCPConn).SetReadBuffer(4 << 10)
+		}
+		return c, err
+	}}
+	conn, _, err := d.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	require.NoError(t, err)
+	defer conn.Close()
 	send(t, conn, `{"authentication":"`+goodCreds+`","events":["a"]}`)
 	require.Equal(t, `{"type":"init","code":"OK"}`, readText(t, conn))
+	c := h.snapshot()[0]
+	queued := func() int {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.queue)
+	}
+	data := []byte(`"` + strings.Repeat("x", 16<<10) + `"`)
+	for i := 0; queued() < 5; i++ {
+		require.Less(t, i, 10000, "the socket never filled")
+		_, err := h.Publish("a", data)
+		require.NoError(t, err)
+	}
+	want := queued()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	require.ErrorIs(t, h.Close(ctx), context.Canceled)
-	assert.Contains(t, logs.String(), `msg="shutdown timeout: connections cut" connections=1`)
+	assert.Contains(t, logs.String(), fmt.Sprintf(`msg="shutdown timeout: connections cut" connections=1 queued_frames=%d`, want))
 }
 
 // syncBuffer is a bytes.Buffer safe for the hub's goroutines to log to.
@@ -210,4 +247,70 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// hookedHistory is a Memory whose Since first runs before (once), so that
+// a test can publish between the hub's reading of the history and its
+// taking of the publish lock: the window a resume's replay must close.
+type hookedHistory struct {
+	*history.Memory
+	before func()
+}
+
+func (h *hookedHistory) Since(names []string, after uint64, max int) ([]history.Event, bool) {
+	if f := h.before; f != nil {
+		h.before = nil
+		f()
+	}
+	return h.Memory.Since(names, after, max)
+}
+
+// Events published while a resume reads the history are replayed once, in
+// order: those the first read saw past its mark are left to the second,
+// under the publish lock. Also when every event it saw is such a one.
+func TestResumeSeamWhilePublishing(t *testing.T) {
+	for _, tc := range []struct {
+		name, since string
+		want        []string
+	}{
+		{"events before and during", "7-1", []string{"7-2", "7-4"}}, // 7-3 is b's
+		{"only events during", "7-2", []string{"7-4"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hist := &hookedHistory{Memory: history.NewMemory(history.Limits{Size: 100})}
+			opts := testOptions()
+			opts.History = hist
+			h, url := newTestHub(t, opts)
+			for _, name := range []string{"a", "a", "b"} {
+				_, err := h.Publish(name, []byte(`1`))
+				require.NoError(t, err)
+			}
+			hist.before = func() {
+				_, err := h.Publish("a", []byte(`2`)) // 7-4, after the hub's mark
+				require.NoError(t, err)
+			}
+			conn := dial(t, url)
+			send(t, conn, `{"authentication":"`+goodCreds+`","events":["a"],"since":"`+tc.since+`"}`)
+			ids, recovered, position := readResume(t, conn)
+			assert.Equal(t, tc.want, ids)
+			assert.True(t, recovered)
+			assert.Equal(t, "7-4", position)
+		})
+	}
+}
+
+// ResumeMaxEvents 0 bounds nothing.
+func TestResumeUnbounded(t *testing.T) {
+	opts := testOptions()
+	opts.History = history.NewMemory(history.Limits{Size: 100})
+	h, url := newTestHub(t, opts)
+	for range 5 {
+		_, err := h.Publish("a", []byte(`1`))
+		require.NoError(t, err)
+	}
+	conn := dial(t, url)
+	send(t, conn, `{"authentication":"`+goodCreds+`","events":["a"],"since":"7-1"}`)
+	ids, recovered, _ := readResume(t, conn)
+	assert.Equal(t, []string{"7-2", "7-3", "7-4", "7-5"}, ids)
+	assert.True(t, recovered)
 }
