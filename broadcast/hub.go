@@ -623,7 +623,7 @@ type Rechecker func(auth.Permissions) (current auth.Permissions, ok bool)
 // it when the tokens file has changed.
 func (h *Hub) Recheck(check Rechecker) (closed int) {
 	for _, c := range h.snapshot() {
-		if !c.initialized.Load() {
+		if !c.initialized.Load() || c.isClosing() {
 			continue
 		}
 		if reason := c.recheck(check); reason != "" {
@@ -635,6 +635,14 @@ func (h *Hub) Recheck(check Rechecker) (closed int) {
 		h.opts.Log.Info("connections closed after a change of credentials", "connections", closed)
 	}
 	return closed
+}
+
+// isClosing reports whether c has begun to close: a connection on its way
+// out is not asked about again.
+func (c *client) isClosing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing
 }
 
 // recheck re-checks c's credential and returns why c must be closed, or
