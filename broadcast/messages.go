@@ -58,9 +58,8 @@ var (
 	invalidTypeReply = (&refusal{InitInvalidType, `"type" must be "init", "subscribe" or "unsubscribe"`}).reply(typeError)
 )
 
-// handleMessage answers one message from the subscriber and reports
-// whether it was a successful init.
-func (c *client) handleMessage(msg []byte) bool {
+// handleMessage answers one message from the subscriber.
+func (c *client) handleMessage(msg []byte) {
 	in, err := ParseInit(msg)
 	// A re-check of the credential (Hub.Recheck) sees the permissions and
 	// the subscriptions before or after this message, never in between.
@@ -68,7 +67,7 @@ func (c *client) handleMessage(msg []byte) bool {
 	defer c.authMu.Unlock()
 	switch in.Type {
 	case "", typeInit:
-		return c.handleInit(in, err)
+		c.handleInit(in, err)
 	case typeSubscribe:
 		c.handleSubscribe(in, err)
 	case typeUnsubscribe:
@@ -76,7 +75,6 @@ func (c *client) handleMessage(msg []byte) bool {
 	default:
 		c.enqueue(invalidTypeReply)
 	}
-	return false
 }
 
 // refusal is why a message is refused: the code, for programs, and a
@@ -107,16 +105,20 @@ var notInitialized = &refusal{InitUnauthenticated, "send a successful init first
 // handleInit answers an init message. A failed init changes nothing; a
 // successful one adds its events to the subscription, its OK arrives before
 // the first event, and its token's permissions apply to later subscribes.
-func (c *client) handleInit(in Init, parseErr error) bool {
+func (c *client) handleInit(in Init, parseErr error) {
 	perms, added, refused := c.checkInit(in, parseErr)
 	if refused != nil {
 		c.enqueue(refused.reply(typeInit))
 		c.hub.opts.Log.Debug("init refused", "remote", c.remote, "code", refused.code)
-		return false
+		return
 	}
 	c.grant(perms)
+	// Initialized before the OK is queued: a peer that has its OK is one
+	// that the sweep and Recheck treat as logged in.
+	if !c.initialized.Swap(true) {
+		c.keepAlive()
+	}
 	c.addSubscriptions(added, in.Since, c.okReply(typeInit))
-	return true
 }
 
 // grant makes perms the connection's: later subscribes are checked with

@@ -247,11 +247,7 @@ func (c *client) teardown(code int, reason string) {
 func (c *client) handleOnFreshStack(msg []byte) {
 	done := make(chan struct{})
 	go func() {
-		if c.handleMessage(msg) {
-			if !c.initialized.Swap(true) {
-				c.keepAlive()
-			}
-		}
+		c.handleMessage(msg)
 		close(done)
 	}()
 	<-done
