@@ -23,6 +23,9 @@ import (
 // ErrClosed is returned by Publish once the hub has begun to shut down.
 var ErrClosed = errors.New("broadcast hub is closed")
 
+// ErrFed is returned by Publish on a hub whose events come from Deliver.
+var ErrFed = errors.New("broadcast hub is fed by a stream: publish to the stream")
+
 // Options are the hub's limits and timings.
 type Options struct {
 	// QueueMaxBytes bounds the bytes queued for one subscriber; a subscriber
@@ -65,6 +68,16 @@ type Options struct {
 	// this server: where to publish instead (", and publish with POST
 	// /event on the listen server, port 8080").
 	Elsewhere string
+	// Fed makes the hub a follower of a shared, ordered stream (a cluster's
+	// JetStream stream): its events and their IDs come from Deliver, the
+	// epoch with them, and Publish is refused, so that no event reaches
+	// local subscribers by a path of its own.
+	Fed bool
+	// ResumeWait, for a fed hub, bounds how long a resume waits for the
+	// feed: for the hub to learn its epoch, and for an ID ahead of what the
+	// hub has been fed (another instance may have delivered it a moment
+	// ago) to arrive. Past it the ID counts as unknown.
+	ResumeWait time.Duration
 }
 
 // History keeps recent events so that a subscriber can resume after a
@@ -77,6 +90,11 @@ type History interface {
 	// whether they are all of them. It must not wait for Append for long:
 	// the hub calls it outside its publish lock too.
 	Since(names []string, after uint64, max int) (events []history.Event, complete bool)
+	// Forget records that the events up to Seq through that were not
+	// appended never will be (a fed hub's stream had dropped them).
+	Forget(through uint64)
+	// Reset empties the history for a new epoch.
+	Reset()
 }
 
 // Metrics is what the hub reports, for metrics.
@@ -111,13 +129,22 @@ type Hub struct {
 	// lock is not what limits throughput; see the README's figures.)
 	pubMu  sync.Mutex
 	topics map[string]*topic
-	epoch  uint64
-	seq    uint64 // the last event's sequence number
+	// epoch is the first part of every ID; written under pubMu, read
+	// without it by resumes. A fed hub's is 0 until the feed gives one.
+	epoch atomic.Uint64
+	seq   uint64 // the last event's sequence number
 	// kept is seq once the event is in the history (at once without
 	// one): a resume reads the history up to it without the publish lock
 	// (see subscribe).
 	kept  atomic.Uint64
 	ready []*client // Publish's scratch list of subscribers to schedule
+
+	// Resumes of a fed hub that wait for the feed (see awaitFeed) are
+	// woken by closing fed; waiting counts them, so that a delivery
+	// with none waiting costs one atomic load.
+	waitMu  sync.Mutex
+	fed     chan struct{}
+	waiting atomic.Int32
 
 	flush flushers
 	// quiet throttles the log lines that anyone may cause without a
@@ -168,9 +195,13 @@ func NewHub(a Authenticator, opts Options) *Hub {
 	if h.metrics == nil {
 		h.metrics = noMetrics{}
 	}
-	h.epoch = opts.Epoch
-	if h.epoch == 0 {
-		h.epoch = uint64(time.Now().UnixMilli())
+	switch {
+	case opts.Fed:
+		// Unknown until the feed's first Deliver.
+	case opts.Epoch != 0:
+		h.epoch.Store(opts.Epoch)
+	default:
+		h.epoch.Store(uint64(time.Now().UnixMilli()))
 	}
 	if p, err := newPoller(opts.Log); err == nil {
 		h.poll = p
@@ -197,21 +228,125 @@ func (h *Hub) Publish(event string, data json.RawMessage) (string, error) {
 	if h.closing.Load() {
 		return "", ErrClosed
 	}
+	if h.opts.Fed {
+		return "", ErrFed
+	}
 	h.published.Add(1)
-	id := h.publish(event, data)
-	return id.String(), nil
-}
-
-func (h *Hub) publish(event string, data json.RawMessage) history.ID {
 	h.pubMu.Lock()
 	defer h.pubMu.Unlock()
 	h.seq++
-	id := history.ID{Epoch: h.epoch, Seq: h.seq}
+	id := history.ID{Epoch: h.epoch.Load(), Seq: h.seq}
+	h.publish(id, event, data)
+	return id.String(), nil
+}
+
+// Deliver fans out an event of a fed hub's stream, with the ID the stream
+// gave it; the feed calls it in stream order, from one goroutine. An ID of
+// another epoch starts the hub afresh in that epoch (the stream was
+// created anew: the history is emptied, subscriptions stay). An ID at or
+// below the last one delivered is ignored (a feed that restarted from an
+// earlier position); a gap before it tells the history that the events in
+// it are lost to resumes (the stream's limits dropped them first).
+func (h *Hub) Deliver(id history.ID, event string, data json.RawMessage) {
+	h.pubMu.Lock()
+	defer h.pubMu.Unlock()
+	if id.Epoch != h.epoch.Load() {
+		h.resetLocked(id.Epoch)
+	}
+	if id.Seq <= h.seq {
+		return
+	}
+	if id.Seq > h.seq+1 && h.opts.History != nil {
+		h.opts.History.Forget(id.Seq - 1)
+	}
+	h.seq = id.Seq
+	h.published.Add(1)
+	h.publish(id, event, data)
+	if h.waiting.Load() > 0 {
+		h.wakeWaiters()
+	}
+}
+
+// Fed reports the ID of the last event a fed hub was given (its epoch is 0
+// before the first), for a feed that must restart after it.
+func (h *Hub) Fed() history.ID {
+	h.pubMu.Lock()
+	defer h.pubMu.Unlock()
+	return history.ID{Epoch: h.epoch.Load(), Seq: h.seq}
+}
+
+// SetEpoch starts a fed hub in epoch with nothing delivered yet, unless it
+// is in that epoch already: a feed calls it as soon as it knows its
+// stream, so that resumes need not wait for the first event.
+func (h *Hub) SetEpoch(epoch uint64) {
+	h.pubMu.Lock()
+	defer h.pubMu.Unlock()
+	if epoch != h.epoch.Load() {
+		h.resetLocked(epoch)
+	}
+}
+
+// resetLocked starts epoch with nothing delivered; under pubMu.
+func (h *Hub) resetLocked(epoch uint64) {
+	h.epoch.Store(epoch)
+	h.seq = 0
+	h.kept.Store(0)
+	if h.opts.History != nil {
+		h.opts.History.Reset()
+	}
+	h.wakeWaiters()
+}
+
+// wakeWaiters wakes the resumes waiting in awaitFeed.
+func (h *Hub) wakeWaiters() {
+	h.waitMu.Lock()
+	defer h.waitMu.Unlock()
+	if h.fed != nil {
+		close(h.fed)
+		h.fed = nil
+	}
+}
+
+// awaitFeed waits, up to ResumeWait, until a fed hub knows its epoch and,
+// when since is an ID of that epoch, has been fed up to it.
+func (h *Hub) awaitFeed(since string) {
+	id, err := history.ParseID(since)
+	caughtUp := func() bool {
+		epoch := h.epoch.Load()
+		return epoch != 0 && (err != nil || id.Epoch != epoch || h.kept.Load() >= id.Seq)
+	}
+	if caughtUp() {
+		return
+	}
+	h.waiting.Add(1)
+	defer h.waiting.Add(-1)
+	timeout := time.NewTimer(h.opts.ResumeWait)
+	defer timeout.Stop()
+	for {
+		h.waitMu.Lock()
+		if h.fed == nil {
+			h.fed = make(chan struct{})
+		}
+		woken := h.fed
+		h.waitMu.Unlock()
+		if caughtUp() {
+			return
+		}
+		select {
+		case <-woken:
+		case <-timeout.C:
+			return
+		}
+	}
+}
+
+// publish stores and fans out the event with id; under pubMu.
+func (h *Hub) publish(id history.ID, event string, data json.RawMessage) {
 	t := h.topics[event]
 	if h.opts.History == nil {
 		h.kept.Store(id.Seq)
 		if t == nil {
-			return id
+			return
 		}
 	}
 	f := eventFrame(id, event, data)
@@ -220,7 +355,7 @@ func (h *Hub) publish(event string, data json.RawMessage) history.ID {
 		h.kept.Store(id.Seq)
 	}
 	if t == nil {
-		return id
+		return
 	}
 	var sse []byte // built at the first SSE subscriber, once
 	if t.list == nil {
@@ -251,7 +386,6 @@ func (h *Hub) publish(event string, data json.RawMessage) history.ID {
 		h.ready = h.ready[:0]
 	}
 	h.deliveries.Add(uint64(len(t.list)))
-	return id
 }
 
 // resumed is what a subscription that resumes is told: the events it
@@ -300,6 +434,7 @@ func (h *Hub) subscribe(c *client, events []string, since *string, reply func(*r
 
 // replay is a resume's replay as read before the publish lock.
 type replay struct {
+	epoch  uint64   // the hub's epoch when the replay was read
 	after  uint64   // the resume's last seen sequence number; 0: all kept
 	known  bool     // the ID was one of this hub's (not another epoch, a future or malformed one)
 	upTo   uint64   // the history was read up to this sequence number
@@ -316,13 +451,16 @@ type replay struct {
 // (another epoch, a process that has restarted, a future or malformed one)
 // gets every kept event, not recovered.
 func (h *Hub) readReplay(c *client, names []string, since string) *replay {
-	p := &replay{empty: since == "", complete: true}
+	if h.opts.Fed {
+		h.awaitFeed(since)
+	}
+	p := &replay{empty: since == "", complete: true, epoch: h.epoch.Load()}
 	if p.empty {
 		return p
 	}
 	p.upTo = h.kept.Load()
 	id, err := history.ParseID(since)
-	p.known = err == nil && id.Epoch == h.epoch && id.Seq <= p.upTo
+	p.known = err == nil && id.Epoch == p.epoch && p.epoch != 0 && id.Seq <= p.upTo
 	if p.known {
 		p.after = id.Seq
 	}
@@ -355,9 +493,14 @@ func (h *Hub) readReplay(c *client, names []string, since string) *replay {
 // since it was read, bounds the whole, and says where the subscription
 // continues.
 func (h *Hub) finishReplay(c *client, names []string, pre *replay) *resumed {
-	r := &resumed{position: history.ID{Epoch: h.epoch, Seq: h.seq}, recovered: true}
+	r := &resumed{position: history.ID{Epoch: h.epoch.Load(), Seq: h.seq}, recovered: true}
 	if pre.empty {
 		return r
+	}
+	if pre.epoch != r.position.Epoch {
+		// A fed hub's stream was created anew since pre was read: pre's ID
+		// and frames belong to the old one.
+		pre = &replay{complete: true}
 	}
 	r.frames, r.recovered = pre.frames, pre.known && pre.complete
 	if h.opts.History == nil {
@@ -390,7 +533,7 @@ func (h *Hub) finishReplay(c *client, names []string, pre *replay) *resumed {
 func (h *Hub) encodeReplay(c *client, events []history.Event) [][]byte {
 	frames := make([][]byte, len(events))
 	for i, e := range events {
-		id := history.ID{Epoch: h.epoch, Seq: e.Seq}
+		id := history.ID{Epoch: h.epoch.Load(), Seq: e.Seq}
 		switch {
 		case c.sse:
 			frames[i] = sseEventFrame(id, e.Name, e.Data)

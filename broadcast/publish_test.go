@@ -26,6 +26,8 @@ func (r *recordingHistory) Append(e history.Event) {
 }
 
 func (r *recordingHistory) Since([]string, uint64, int) ([]history.Event, bool) { return nil, false }
+func (r *recordingHistory) Forget(uint64)                                       {}
+func (r *recordingHistory) Reset()                                              {}
 
 // TestPublishKeepsHistoryWithoutSubscribers: every event goes into the
 // history, with its frame and its data sliced out of it, whether or not

@@ -351,3 +351,25 @@ func (m *Memory) reclaimTombstones() {
 		m.tombstones = 0
 	}
 }
+
+// Forget records that the events up to Seq through, of names the store
+// cannot know, will never be appended: a shared stream's sequence has a
+// gap there (events its own limits dropped before this store saw them).
+// A Since from before through is then answered incomplete, and an Append
+// at or below it is ignored.
+func (m *Memory) Forget(through uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.floor = max(m.floor, through)
+	m.last = max(m.last, through)
+}
+
+// Reset empties the store for a new sequence, whose Seqs start again from
+// 1: a shared stream was created anew.
+func (m *Memory) Reset() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.names = make(map[string]*record)
+	m.all = deque[ref]{}
+	m.tombstones, m.events, m.bytes, m.last, m.floor = 0, 0, 0, 0, 0
+}

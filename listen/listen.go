@@ -22,6 +22,19 @@ type Publisher interface {
 	Publish(event string, data json.RawMessage) (id string, err error)
 }
 
+// OncePublisher is a Publisher that honours an idempotency key: within its
+// window, a publish with a key it has seen is not published again and
+// answers the first one's ID, with duplicate true. The cluster bus is one.
+type OncePublisher interface {
+	PublishOnce(key, event string, data json.RawMessage) (id string, duplicate bool, err error)
+}
+
+// advised is a publish error that says what the publisher should do.
+type advised interface{ Advice() string }
+
+// MaxIdempotencyKeyBytes bounds an Idempotency-Key header.
+const MaxIdempotencyKeyBytes = 256
+
 // Authenticator checks the Authorization header's value.
 type Authenticator interface {
 	Authenticate(credentials, remote, via string) (auth.Permissions, error)
@@ -42,6 +55,7 @@ const (
 	CodeNotFound               Code = "NOT_FOUND"
 	CodeUnavailable            Code = "UNAVAILABLE"
 	CodeNameTooLong            Code = "EVENT_NAME_TOO_LONG"
+	CodeInvalidKey             Code = "INVALID_IDEMPOTENCY_KEY"
 )
 
 // statusOf is the one table from code to HTTP status.
@@ -56,6 +70,7 @@ var statusOf = map[Code]int{
 	CodeNotFound:               http.StatusNotFound,
 	CodeUnavailable:            http.StatusServiceUnavailable,
 	CodeNameTooLong:            http.StatusBadRequest,
+	CodeInvalidKey:             http.StatusBadRequest,
 }
 
 // Options are the listen server's limits.
@@ -140,22 +155,64 @@ func (h *handler) event(w http.ResponseWriter, r *http.Request) {
 		h.answer(w, CodeNameTooLong, fmt.Sprintf("the event name is %d bytes; at most %d are allowed (MAX_EVENT_NAME_BYTES)", len(ev.Name), limit))
 		return
 	}
+	key, err := idempotencyKey(r)
+	if err != nil {
+		h.opts.Log.Info("event refused", "remote", r.RemoteAddr, "code", CodeInvalidKey)
+		h.answer(w, CodeInvalidKey, err.Error())
+		return
+	}
 	if !perms.Publish.Allows(ev.Name) {
 		h.opts.Log.Info("event refused", "remote", r.RemoteAddr, "code", CodeForbidden, "event", logName(ev.Name))
 		h.answer(w, CodeForbidden, fmt.Sprintf("this token may not publish %q: no publish pattern of its role matches", logName(ev.Name)))
 		return
 	}
-	id, err := h.pub.Publish(ev.Name, ev.Data)
+	var (
+		id        string
+		duplicate bool
+	)
+	if once, ok := h.pub.(OncePublisher); ok && key != "" {
+		id, duplicate, err = once.PublishOnce(key, ev.Name, ev.Data)
+	} else {
+		id, err = h.pub.Publish(ev.Name, ev.Data)
+	}
 	if err != nil {
 		h.opts.Log.Warn("publish failed", "remote", r.RemoteAddr, "err", err)
-		h.answer(w, CodeUnavailable, "the server is shutting down: publish again, to another instance or once it is back")
+		advice := "the server is shutting down: publish again, to another instance or once it is back"
+		var a advised
+		if errors.As(err, &a) {
+			advice = a.Advice()
+		}
+		w.Header().Set("Retry-After", "1")
+		h.answer(w, CodeUnavailable, advice)
 		return
 	}
 	h.count(CodeOK)
 	// The old service answered {"code":"OK"}; the ID is a field more,
 	// which clients that ignore unknown fields do not notice.
-	idJSON, _ := json.Marshal(id) // a string: cannot fail
-	jsonhttp.Write(w, statusOf[CodeOK], []byte(`{"code":"OK","id":`+string(idJSON)+`}`))
+	answer := `{"code":"OK","id":` + jsonhttp.Quote(id)
+	if duplicate {
+		answer += `,"duplicate":true`
+	}
+	jsonhttp.Write(w, statusOf[CodeOK], []byte(answer+"}"))
+}
+
+// idempotencyKey reads the Idempotency-Key header: "" when absent.
+func idempotencyKey(r *http.Request) (string, error) {
+	values := r.Header.Values("Idempotency-Key")
+	switch {
+	case len(values) == 0:
+		return "", nil
+	case len(values) > 1:
+		return "", errors.New("send one Idempotency-Key header, not several")
+	case values[0] == "" || len(values[0]) > MaxIdempotencyKeyBytes:
+		return "", fmt.Errorf("the Idempotency-Key header must be 1 to %d bytes", MaxIdempotencyKeyBytes)
+	}
+	for _, c := range []byte(values[0]) {
+		if c <= ' ' || c >= 0x7f {
+			return "", errors.New("the Idempotency-Key header must be printable ASCII without spaces (a UUID, say)")
+		}
+	}
+	return values[0], nil
 }
 
 // answer writes an error answer to POST /event and counts it.

@@ -22,6 +22,7 @@ type Metrics struct {
 	writeWait    prometheus.Histogram
 	authFailures *prometheus.CounterVec
 	tokenReloads *prometheus.CounterVec
+	natsPublish  prometheus.Histogram
 }
 
 // New returns the metrics, with Go runtime and process metrics included.
@@ -51,8 +52,15 @@ func New() *Metrics {
 			Name: "eventsrv_tokens_reloads_total",
 			Help: "Tokens file loads after a change or SIGHUP, by result (ok, error).",
 		}, []string{"result"}),
+		natsPublish: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "eventsrv_nats_publish_seconds",
+			Help: "Cluster mode: time from a publish to JetStream's acknowledgement.",
+			// From a local embedded server's tens of microseconds to
+			// NATS_PUBLISH_TIMEOUT's seconds.
+			Buckets: prometheus.ExponentialBuckets(0.00005, 3, 11),
+		}),
 	}
-	m.reg.MustRegister(m.published, m.closed, m.writeWait,
+	m.reg.MustRegister(m.published, m.closed, m.writeWait, m.natsPublish,
 		m.authFailures, m.tokenReloads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -129,6 +137,41 @@ func (m *Metrics) WatchHistory(h HistoryStats) {
 		}, func() float64 { _, b := h.Stats(); return float64(b) }),
 	)
 }
+
+// ClusterStats is what the metrics read from the cluster bus.
+type ClusterStats interface {
+	// Connected reports whether the NATS connection is up.
+	Connected() bool
+	// Lag is how many events of the stream this instance has not yet
+	// fed to its subscribers.
+	Lag() uint64
+	// Ready is nil while the instance follows its stream.
+	Ready() error
+}
+
+// WatchCluster adds the cluster bus's state, read when scraped.
+func (m *Metrics) WatchCluster(c ClusterStats) {
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	flag := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	m.reg.MustRegister(
+		gauge("eventsrv_nats_connected", "Cluster mode: 1 while the NATS connection is up.",
+			func() float64 { return flag(c.Connected()) }),
+		gauge("eventsrv_nats_ready", "Cluster mode: 1 while this instance follows its JetStream stream (as /readyz).",
+			func() float64 { return flag(c.Ready() == nil) }),
+		gauge("eventsrv_nats_feed_lag_events", "Cluster mode: events in the stream not yet fed to this instance's subscribers.",
+			func() float64 { return float64(c.Lag()) }),
+	)
+}
+
+// NATSPublished records the time JetStream took to acknowledge a publish.
+func (m *Metrics) NATSPublished(d time.Duration) { m.natsPublish.Observe(d.Seconds()) }
 
 // Published counts a POST /event answer by its code.
 func (m *Metrics) Published(code string) { m.published.WithLabelValues(code).Inc() }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -82,6 +83,20 @@ type config struct {
 	// Under a second, in-flight POSTs are cut at every stop.
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" min:"10ms" warn:"1s" help:"time for a graceful stop, after SHUTDOWN_DELAY, before connections are cut"`
 	ShutdownDelay   time.Duration `env:"SHUTDOWN_DELAY" envDefault:"0s" min:"0s" help:"time between /readyz turning 503 and the servers stopping, for load balancers to notice"`
+
+	// Cluster mode (see the cluster package).
+	NATSURL         string `env:"NATS_URL" urls:"true" help:"NATS servers, comma-separated (nats://n1:4222,nats://n2:4222): cluster mode, where instances share one JetStream stream, its IDs and history; unset: one instance, history in memory"`
+	NATSEmbed       string `env:"NATS_EMBED" path:"true" help:"run a JetStream server inside the process with its store in this directory, so that history and IDs survive restarts (one instance; not with NATS_URL)"`
+	NATSCredsFile   string `env:"NATS_CREDS_FILE" path:"true" help:"NATS credentials file (user JWT and NKey seed) for NATS_URL"`
+	NATSTLSCAFile   string `env:"NATS_TLS_CA_FILE" path:"true" help:"PEM CA certificates of the NATS servers' certificates: TLS 1.2+ to NATS"`
+	NATSTLSCertFile string `env:"NATS_TLS_CERT_FILE" path:"true" help:"PEM client certificate for NATS servers that verify clients (with NATS_TLS_KEY_FILE)"`
+	NATSTLSKeyFile  string `env:"NATS_TLS_KEY_FILE" path:"true" help:"PEM private key of NATS_TLS_CERT_FILE"`
+	NATSStream      string `env:"NATS_STREAM" envDefault:"EVENTSRV" help:"the JetStream stream's name, also its subjects' prefix; created if missing, its limits set from the HISTORY_ settings"`
+	NATSReplicas    int    `env:"NATS_REPLICAS" envDefault:"1" help:"the stream's replicas (1-5): 3 on a 3-node NATS cluster survives the loss of one node"`
+	// Under 10ms no JetStream cluster acknowledges in time.
+	NATSPublishTimeout time.Duration `env:"NATS_PUBLISH_TIMEOUT" envDefault:"2s" min:"10ms" warn:"100ms" help:"longest a POST waits for JetStream to acknowledge its event before answering 503 UNAVAILABLE"`
+	// JetStream's own minimum is 100ms.
+	NATSDuplicateWindow time.Duration `env:"NATS_DUPLICATE_WINDOW" envDefault:"2m" min:"100ms" help:"how long an Idempotency-Key is remembered: a POST repeated with it within this window is answered with the first one's ID, and not published again"`
 
 	LogFormat string     `env:"LOG_FORMAT" envDefault:"text" help:"text or json"`
 	LogLevel  slog.Level `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
@@ -325,8 +340,19 @@ func (c config) validate() error {
 	mode, err2 := strconv.ParseUint(c.ListenSocketMode, 8, 32)
 	check(err2 == nil && mode <= 0o777, "LISTEN_SOCKET_MODE", "%q is not an octal file mode like 0660", c.ListenSocketMode)
 	check(c.LogFormat == "text" || c.LogFormat == "json", "LOG_FORMAT", "%q is neither text nor json", c.LogFormat)
+	check(c.NATSURL == "" || c.NATSEmbed == "", "NATS_EMBED", "set NATS_URL (a NATS cluster) or NATS_EMBED (one instance with its own), not both")
+	check(c.NATSStream != "" && !strings.ContainsAny(c.NATSStream, ".*> \t\r\n/\\"), "NATS_STREAM",
+		"%q is not a stream name: no dots, spaces, *, >, / or \\", c.NATSStream)
+	check(c.NATSReplicas >= 1 && c.NATSReplicas <= 5, "NATS_REPLICAS", "%d is not 1 to 5", c.NATSReplicas)
+	check((c.NATSTLSCertFile == "") == (c.NATSTLSKeyFile == ""), "NATS_TLS_CERT_FILE", "set it with NATS_TLS_KEY_FILE, or neither")
+	// An event name is one subject token, up to 3 bytes per byte (see
+	// cluster/subject.go); NATS refuses lines over 4096 bytes.
+	check(!c.clustered() || c.MaxEventNameBytes <= 1024, "MAX_EVENT_NAME_BYTES", "%d is over 1024, the most cluster mode (NATS_URL, NATS_EMBED) allows", c.MaxEventNameBytes)
 	return errors.Join(errs...)
 }
+
+// clustered reports whether events go through NATS JetStream.
+func (c config) clustered() bool { return c.NATSURL != "" || c.NATSEmbed != "" }
 
 // warnings are the settings that are valid but unwise: durations under
 // their warn tag (a 25ms meant as 25s, often), and variables that look
@@ -506,6 +532,8 @@ func (c config) logValue() []any {
 		switch {
 		case t.Field(i).Tag.Get("secret") == "true" && value != "":
 			value = "(set)"
+		case t.Field(i).Tag.Get("urls") == "true":
+			value = redactURLs(value)
 		case t.Field(i).Tag.Get("path") == "true" && value != "":
 			if abs, err := filepath.Abs(value); err == nil {
 				value = abs
@@ -514,4 +542,24 @@ func (c config) logValue() []any {
 		out = append(out, t.Field(i).Tag.Get("env"), value)
 	}
 	return out
+}
+
+// redactURLs hides the passwords and tokens in a comma-separated list of
+// URLs (nats://user:password@host), for the log.
+func redactURLs(list string) string {
+	if list == "" {
+		return ""
+	}
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		switch {
+		case err != nil:
+			parts[i] = "(unparsable URL)"
+		case u.User != nil:
+			u.User = url.User("redacted")
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
 }

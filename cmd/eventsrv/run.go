@@ -23,6 +23,7 @@ import (
 	"eventsrv/admin"
 	"eventsrv/auth"
 	"eventsrv/broadcast"
+	"eventsrv/cluster"
 	"eventsrv/history"
 	"eventsrv/internal/cors"
 	"eventsrv/internal/jsonhttp"
@@ -98,13 +99,36 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		ResumeMaxBytes:    cfg.ResumeMaxBytes,
 		MaxEventNameBytes: cfg.MaxEventNameBytes,
 		Elsewhere:         broadcastElsewhere(cfg),
+		Fed:               cfg.clustered(),
+		// A resume ahead of this instance's feed waits for it, within the
+		// init's own time.
+		ResumeWait: min(10*time.Second, cfg.InitTimeout/2),
 	})
 	m.WatchHub(hub)
-	listenOpts := listen.Options{MaxBodyBytes: cfg.MaxBodyBytes, MaxEventNameBytes: cfg.MaxEventNameBytes, Log: log, Metrics: m}
 	probes := &probes{}
+	var publisher listen.Publisher = hub
+	var bus *cluster.Bus
+	if cfg.clustered() {
+		bus, err = cluster.Open(cluster.Config{
+			URLs: cfg.NATSURL, Embed: cfg.NATSEmbed, CredsFile: cfg.NATSCredsFile,
+			CAFile: cfg.NATSTLSCAFile, CertFile: cfg.NATSTLSCertFile, KeyFile: cfg.NATSTLSKeyFile,
+			Stream: cfg.NATSStream, Replicas: cfg.NATSReplicas,
+			PublishTimeout: cfg.NATSPublishTimeout, DuplicateWindow: cfg.NATSDuplicateWindow,
+			Limits: history.Limits{Size: cfg.HistorySize, TTL: cfg.HistoryTTL, MaxBytes: cfg.HistoryMaxBytes},
+			Log:    log, Metrics: m,
+		}, hub)
+		if err != nil {
+			_ = hub.Close(ctx)
+			return err
+		}
+		defer bus.Close()
+		m.WatchCluster(bus)
+		publisher, probes.ready = bus, bus.Ready
+	}
+	listenOpts := listen.Options{MaxBodyBytes: cfg.MaxBodyBytes, MaxEventNameBytes: cfg.MaxEventNameBytes, Log: log, Metrics: m}
 
 	adminHandler := admin.NewHandler(authn, hub, admin.Info{Version: version(), Started: time.Now()})
-	listenHandler := listen.NewHandler(authn, hub, listenOpts)
+	listenHandler := listen.NewHandler(authn, publisher, listenOpts)
 	// Browsers may POST from CORS_ALLOWED_ORIGINS; the admin endpoints are
 	// for operators' tools, not pages, so they get no CORS headers.
 	publishHandler := origins.Wrap(listenHandler, "POST")
@@ -158,7 +182,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 			closeAll()
 			return fmt.Errorf("local socket (LISTEN_SOCKET): %w", err)
 		}
-		srv := newServer(cfg, probes.wrap(listen.NewHandler(localPeer{}, hub, listenOpts)), log)
+		srv := newServer(cfg, probes.wrap(listen.NewHandler(localPeer{}, publisher, listenOpts)), log)
 		servers = append(servers, &endpoint{name: "socket", srv: srv, ln: ln, publishes: true})
 	}
 
@@ -212,7 +236,7 @@ wait:
 		}
 	}
 	stopWatch()
-	shutdown(cfg, log, probes, servers, hub)
+	shutdown(cfg, log, probes, servers, hub, bus)
 	return serveErr
 }
 
@@ -255,9 +279,10 @@ func (localPeer) Authenticate(string, string, string) (auth.Permissions, error) 
 
 // shutdown turns /readyz to 503, waits SHUTDOWN_DELAY so that load
 // balancers notice, stops accepting, lets in-flight POSTs finish (their
-// events still reach the subscribers), then sends every subscriber close
-// 1001; all but the delay within SHUTDOWN_TIMEOUT.
-func shutdown(cfg config, log *slog.Logger, probes *probes, servers []*endpoint, hub *broadcast.Hub) {
+// events still reach the subscribers: in cluster mode once the stream's
+// feed has brought them), then sends every subscriber close 1001; all but
+// the delay within SHUTDOWN_TIMEOUT.
+func shutdown(cfg config, log *slog.Logger, probes *probes, servers []*endpoint, hub *broadcast.Hub, bus *cluster.Bus) {
 	probes.draining.Store(true)
 	log.Info("shutting down", "delay", cfg.ShutdownDelay.String(), "timeout", cfg.ShutdownTimeout.String(),
 		"subscribers", hub.Subscribers())
@@ -277,6 +302,11 @@ func shutdown(cfg config, log *slog.Logger, probes *probes, servers []*endpoint,
 		if s.publishes {
 			errs = append(errs, <-publishers)
 		}
+	}
+	if bus != nil {
+		// In cluster mode what this instance answered OK reaches its own
+		// subscribers through the stream: wait for the feed to bring it.
+		errs = append(errs, bus.Drain(ctx))
 	}
 	errs = append(errs, hub.Close(ctx))
 	for _, s := range servers {
@@ -311,9 +341,20 @@ func newServer(cfg config, h http.Handler, log *slog.Logger) *http.Server {
 // probes answers GET /healthz and /readyz on every server, ahead of its own
 // routes (on the broadcast server a WebSocket upgrade at those paths still
 // upgrades). /healthz is 200 while the process serves; /readyz turns 503
-// as soon as shutdown begins, before any connection is closed.
+// as soon as shutdown begins, before any connection is closed, and while
+// ready (when set) says what is wrong: in cluster mode, until the instance
+// is connected to NATS and follows its stream.
 type probes struct {
 	draining atomic.Bool
+	ready    func() error
+}
+
+// notReady is why the instance is not ready, or nil.
+func (p *probes) notReady() error {
+	if p.ready == nil {
+		return nil
+	}
+	return p.ready()
 }
 
 func (p *probes) wrap(next http.Handler) http.Handler {
@@ -322,12 +363,18 @@ func (p *probes) wrap(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		var notReady error
+		if r.URL.Path == "/readyz" {
+			notReady = p.notReady()
+		}
 		switch {
 		case r.Method != http.MethodGet && r.Method != http.MethodHead:
 			w.Header().Set("Allow", "GET, HEAD")
 			jsonhttp.Error(w, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", r.URL.Path+" answers GET")
 		case r.URL.Path == "/readyz" && p.draining.Load():
 			jsonhttp.Write(w, http.StatusServiceUnavailable, []byte(`{"status":"shutting down"}`))
+		case notReady != nil:
+			jsonhttp.Write(w, http.StatusServiceUnavailable, []byte(`{"status":"not ready","reason":`+jsonhttp.Quote(notReady.Error())+`}`))
 		default:
 			jsonhttp.Write(w, http.StatusOK, []byte(`{"status":"ok"}`))
 		}

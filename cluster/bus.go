@@ -1,0 +1,434 @@
+// Package cluster lets several eventsrv instances share one stream of
+// events through NATS JetStream. Publishing stores each event in the stream
+// and answers with the ID the stream gave it; each instance feeds its
+// subscribers from the stream, in the stream's order, so that every
+// subscriber on every instance sees the same events with the same IDs, and a
+// subscriber may resume on any instance.
+//
+// The stream's limits are the history's: HISTORY_SIZE per event name (each
+// name is one subject, see subject.go), HISTORY_TTL and HISTORY_MAX_BYTES,
+// the oldest discarded first. Each instance still keeps its history in
+// memory, fed from the stream (from the stream's start when it starts), so
+// that a resume is answered without a round trip to NATS.
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"eventsrv/history"
+	"eventsrv/internal/logthrottle"
+)
+
+// Config is how to reach NATS and what the stream keeps.
+type Config struct {
+	// URLs is NATS_URL, a comma-separated list of servers. Empty with
+	// Embed set: the embedded server.
+	URLs string
+	// CredsFile, CAFile, CertFile and KeyFile secure the connection.
+	CredsFile, CAFile, CertFile, KeyFile string
+	// Embed is a directory: run a JetStream server in the process, with
+	// its file store there.
+	Embed string
+	// Stream is the stream's name, also the prefix of its subjects.
+	Stream   string
+	Replicas int
+	// PublishTimeout bounds the wait for JetStream's acknowledgement.
+	PublishTimeout time.Duration
+	// DuplicateWindow is how long an Idempotency-Key is remembered.
+	DuplicateWindow time.Duration
+	// Limits are the history's limits, which the stream carries.
+	Limits history.Limits
+	Log    *slog.Logger
+	// Metrics, when set, observes publish latency.
+	Metrics Metrics
+}
+
+// Metrics is what the bus reports besides its Stats.
+type Metrics interface {
+	NATSPublished(d time.Duration)
+}
+
+// Hub is the broadcast hub as the bus feeds it (broadcast.Hub with
+// Options.Fed).
+type Hub interface {
+	SetEpoch(epoch uint64)
+	Deliver(id history.ID, event string, data json.RawMessage)
+	Fed() history.ID
+}
+
+// Unavailable is a publish error after which the publisher should try
+// again later or on another instance. Advice is its wire message.
+type Unavailable struct {
+	advice string
+	err    error
+}
+
+func (e *Unavailable) Error() string {
+	if e.err == nil {
+		return e.advice
+	}
+	return e.advice + ": " + e.err.Error()
+}
+func (e *Unavailable) Unwrap() error  { return e.err }
+func (e *Unavailable) Advice() string { return e.advice + "; publish again in a moment" }
+
+func unavailable(advice string, err error) error { return &Unavailable{advice: advice, err: err} }
+
+// Timings of the feed: a pull request lasts pullExpiry, and the server sends
+// a heartbeat every pullHeartbeat while it has nothing; two missed
+// heartbeats make the ordered consumer recreate itself (on another node if
+// its node is gone), so a lost consumer stalls the feed for about
+// 2×pullHeartbeat plus the time to create a new one.
+const (
+	pullExpiry    = 5 * time.Second
+	pullHeartbeat = time.Second
+	// watchInterval is how often the stream's state is read: its epoch
+	// (a stream created anew restarts the feed), the feed's lag, and
+	// readiness.
+	watchInterval = time.Second
+)
+
+// Bus publishes to the stream and feeds a hub from it. Create it with Open.
+type Bus struct {
+	cfg    Config
+	hub    Hub
+	log    *slog.Logger
+	quiet  *logthrottle.Limiter
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	embed  *embedded
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	epoch    atomic.Uint64 // of the stream being followed; 0 until known
+	lastSeq  atomic.Uint64 // the stream's last sequence, as last read
+	acked    atomic.Uint64 // the highest sequence this instance was acknowledged
+	notReady atomic.Pointer[string]
+	closing  atomic.Bool
+}
+
+// Open connects to NATS (or starts the embedded server) and starts feeding
+// hub. It returns at once: a NATS that cannot be reached yet is retried
+// in the background, while Ready says why the bus is not ready.
+func Open(cfg Config, hub Hub) (*Bus, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	b := &Bus{cfg: cfg, hub: hub, log: cfg.Log, quiet: logthrottle.New(5, time.Second), done: make(chan struct{})}
+	b.setNotReady("connecting to NATS")
+	opts := []nats.Option{
+		nats.Name("eventsrv"),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectWait(250 * time.Millisecond),
+		// No buffering while disconnected: a publish fails at once rather
+		// than being sent later, after its POST was answered 503.
+		nats.ReconnectBufSize(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if b.closing.Load() {
+				return
+			}
+			b.setNotReady("disconnected from NATS")
+			b.log.Warn("NATS connection lost; reconnecting", "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			b.log.Info("NATS connection back", "server", nc.ConnectedUrlRedacted())
+		}),
+	}
+	url := cfg.URLs
+	if cfg.Embed != "" {
+		e, err := startEmbedded(cfg.Embed, cfg.Log)
+		if err != nil {
+			return nil, err
+		}
+		b.embed = e
+		opts = append(opts, nats.InProcessServer(e.srv))
+		url = ""
+	}
+	if cfg.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+	}
+	if cfg.CAFile != "" || cfg.CertFile != "" {
+		opts = append(opts, nats.Secure(&tls.Config{MinVersion: tls.VersionTLS12}))
+		if cfg.CAFile != "" {
+			opts = append(opts, nats.RootCAs(cfg.CAFile))
+		}
+		if cfg.CertFile != "" {
+			opts = append(opts, nats.ClientCert(cfg.CertFile, cfg.KeyFile))
+		}
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		b.embed.shutdown()
+		return nil, fmt.Errorf("NATS_URL: %w", err)
+	}
+	b.nc = nc
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout),
+		jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		nc.Close()
+		b.embed.shutdown()
+		return nil, err
+	}
+	b.js = js
+	ctx, cancel := context.WithCancel(context.Background())
+	b.cancel = cancel
+	go b.run(ctx)
+	return b, nil
+}
+
+func (b *Bus) setNotReady(reason string) { b.notReady.Store(&reason) }
+
+// Ready returns nil when the bus is connected and follows its stream, or
+// what is wrong.
+func (b *Bus) Ready() error {
+	if r := b.notReady.Load(); r != nil {
+		return errors.New(*r)
+	}
+	return nil
+}
+
+// Connected reports whether the NATS connection is up, for metrics.
+func (b *Bus) Connected() bool { return b.nc.IsConnected() }
+
+// Lag is how many events of the stream the hub has not been fed yet.
+func (b *Bus) Lag() uint64 {
+	fed := b.hub.Fed()
+	last := b.lastSeq.Load()
+	if fed.Epoch != b.epoch.Load() || fed.Seq >= last {
+		return 0
+	}
+	return last - fed.Seq
+}
+
+// Publish stores an event in the stream and returns its ID once JetStream
+// has acknowledged it.
+func (b *Bus) Publish(event string, data json.RawMessage) (string, error) {
+	id, _, err := b.PublishOnce("", event, data)
+	return id, err
+}
+
+// PublishOnce is Publish with an idempotency key (none when empty): within
+// DuplicateWindow, a second publish with the same key, to any instance, is
+// not stored again and answers the first one's ID, with duplicate true,
+// whatever its event and data.
+func (b *Bus) PublishOnce(key, event string, data json.RawMessage) (id string, duplicate bool, err error) {
+	if b.closing.Load() {
+		return "", false, unavailable("this instance is shutting down", nil)
+	}
+	epoch := b.epoch.Load()
+	if epoch == 0 || !b.nc.IsConnected() {
+		return "", false, unavailable("the event was not stored: this instance is not connected to NATS JetStream", b.Ready())
+	}
+	msg := &nats.Msg{Subject: Subject(b.cfg.Stream, event), Data: data}
+	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(b.cfg.Stream)}
+	if key != "" {
+		opts = append(opts, jetstream.WithMsgID(key))
+	}
+	start := time.Now()
+	f, err := b.js.PublishMsgAsync(msg, opts...)
+	if err != nil {
+		return "", false, unavailable("the event was not stored: NATS did not take it", err)
+	}
+	timeout := time.NewTimer(b.cfg.PublishTimeout + 100*time.Millisecond)
+	defer timeout.Stop()
+	select {
+	case ack := <-f.Ok():
+		if b.cfg.Metrics != nil {
+			b.cfg.Metrics.NATSPublished(time.Since(start))
+		}
+		for {
+			acked := b.acked.Load()
+			if ack.Sequence <= acked || b.acked.CompareAndSwap(acked, ack.Sequence) {
+				break
+			}
+		}
+		return history.ID{Epoch: epoch, Seq: ack.Sequence}.String(), ack.Duplicate, nil
+	case err := <-f.Err():
+		return "", false, unavailable(fmt.Sprintf("the event may not be stored: JetStream did not acknowledge it within NATS_PUBLISH_TIMEOUT (%s)", b.cfg.PublishTimeout), err)
+	case <-timeout.C:
+		return "", false, unavailable(fmt.Sprintf("the event may not be stored: JetStream did not acknowledge it within NATS_PUBLISH_TIMEOUT (%s)", b.cfg.PublishTimeout), nil)
+	}
+}
+
+// run follows the stream until Close, starting over after every failure.
+func (b *Bus) run(ctx context.Context) {
+	defer close(b.done)
+	for ctx.Err() == nil {
+		err := b.follow(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		b.setNotReady("not following the stream: " + err.Error())
+		b.quiet.Log(b.log, slog.LevelWarn, "following the NATS stream failed; retrying", "stream", b.cfg.Stream, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// errNewEpoch ends a follow whose stream was created anew.
+var errNewEpoch = errors.New("the stream was created anew")
+
+// follow makes sure the stream exists, feeds the hub from it from where the
+// hub is, and watches it until something goes wrong.
+func (b *Bus) follow(ctx context.Context) error {
+	stream, err := b.ensureStream(ctx)
+	if err != nil {
+		return err
+	}
+	info := stream.CachedInfo()
+	epoch := uint64(info.Created.UnixMilli())
+	b.hub.SetEpoch(epoch)
+	b.epoch.Store(epoch)
+	b.lastSeq.Store(info.State.LastSeq)
+	ccfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if fed := b.hub.Fed(); fed.Seq > 0 {
+		ccfg.DeliverPolicy, ccfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, fed.Seq+1
+	}
+	cons, err := stream.OrderedConsumer(ctx, ccfg)
+	if err != nil {
+		return fmt.Errorf("create the feed's consumer: %w", err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) { b.deliver(epoch, m) },
+		jetstream.PullExpiry(pullExpiry), jetstream.PullHeartbeat(pullHeartbeat),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			b.quiet.Log(b.log, slog.LevelWarn, "NATS stream feed interrupted; it resumes by itself", "err", err)
+		}))
+	if err != nil {
+		return fmt.Errorf("consume the stream: %w", err)
+	}
+	defer cc.Stop()
+	b.notReady.Store(nil)
+	b.log.Info("following the NATS stream", "stream", b.cfg.Stream, "epoch", epoch,
+		"first", info.State.FirstSeq, "last", info.State.LastSeq)
+	t := time.NewTicker(watchInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		if err := b.watch(ctx, stream, epoch); err != nil {
+			return err
+		}
+	}
+}
+
+// watch reads the stream's state: a new epoch ends the follow; a stream
+// that cannot be read makes the bus not ready, and ready again once it
+// can be.
+func (b *Bus) watch(ctx context.Context, stream jetstream.Stream, epoch uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	info, err := stream.Info(ctx)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return errNewEpoch
+	case err != nil:
+		if !b.nc.IsConnected() {
+			b.setNotReady("disconnected from NATS")
+		} else {
+			b.setNotReady("the NATS stream cannot be read (no quorum?): " + err.Error())
+		}
+		return nil
+	case uint64(info.Created.UnixMilli()) != epoch:
+		return errNewEpoch
+	}
+	b.lastSeq.Store(info.State.LastSeq)
+	b.notReady.Store(nil)
+	return nil
+}
+
+// deliver hands one message of the stream to the hub.
+func (b *Bus) deliver(epoch uint64, m jetstream.Msg) {
+	md, err := m.Metadata()
+	if err != nil {
+		return
+	}
+	name, ok := Name(b.cfg.Stream, m.Subject())
+	if !ok || !json.Valid(m.Data()) {
+		// Not published by eventsrv: skipped, and a gap to resumes.
+		b.quiet.Log(b.log, slog.LevelWarn, "skipped a message of the NATS stream that eventsrv did not publish", "seq", md.Sequence.Stream)
+		return
+	}
+	b.hub.Deliver(history.ID{Epoch: epoch, Seq: md.Sequence.Stream}, name, m.Data())
+	if last := md.Sequence.Stream + md.NumPending; last > b.lastSeq.Load() {
+		b.lastSeq.Store(last)
+	}
+}
+
+// ensureStream creates the stream, or brings an existing one's limits to
+// the configuration.
+func (b *Bus) ensureStream(ctx context.Context) (jetstream.Stream, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	l := b.cfg.Limits
+	cfg := jetstream.StreamConfig{
+		Name:        b.cfg.Stream,
+		Description: "eventsrv events; subjects are <stream>.<encoded event name>",
+		Subjects:    []string{b.cfg.Stream + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(b.cfg.Replicas, 1),
+		// A name's last event is always stored, to be delivered: with
+		// HISTORY_SIZE 0 the history keeps none, the stream one.
+		MaxMsgsPerSubject: int64(max(l.Size, 1)),
+		MaxAge:            l.TTL,
+		MaxBytes:          -1,
+		MaxMsgs:           -1,
+		Duplicates:        b.cfg.DuplicateWindow,
+	}
+	if l.MaxBytes > 0 {
+		cfg.MaxBytes = int64(min(l.MaxBytes, math.MaxInt64))
+	}
+	s, err := b.js.CreateOrUpdateStream(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create or update stream %s: %w", b.cfg.Stream, err)
+	}
+	return s, nil
+}
+
+// Drain waits until the hub has been fed every event this instance was
+// acknowledged, so that its subscribers get them before they are closed;
+// it gives up when ctx ends.
+func (b *Bus) Drain(ctx context.Context) error {
+	b.closing.Store(true)
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		fed := b.hub.Fed()
+		if fed.Epoch != b.epoch.Load() || fed.Seq >= b.acked.Load() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Close stops the feed and closes the connection (and the embedded server).
+func (b *Bus) Close() {
+	b.closing.Store(true)
+	b.cancel()
+	<-b.done
+	b.nc.Close()
+	b.embed.shutdown()
+}
