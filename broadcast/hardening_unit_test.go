@@ -21,24 +21,62 @@ import (
 	"eventsrv/history"
 )
 
-// resumeReply reads a resume's replayed event IDs and its reply.
+// readResume reads a resume's reply, which comes first, and the replayed
+// events it announces, and returns their IDs, whether it recovered, and
+// its position.
 func readResume(t *testing.T, conn *websocket.Conn) (ids []string, recovered bool, position string) {
 	t.Helper()
-	for {
-		var m struct {
-			Type, ID, Code string
-			Recovered      *bool
-		}
+	var reply struct {
+		Type, ID, Code string
+		Recovered      *bool
+		Replayed       *int
+	}
+	raw := readText(t, conn)
+	require.NoError(t, json.Unmarshal([]byte(raw), &reply), raw)
+	require.Equal(t, "init", reply.Type, "the reply comes before the replay: %s", raw)
+	require.Equal(t, "OK", reply.Code, raw)
+	require.NotNil(t, reply.Recovered, raw)
+	require.NotNil(t, reply.Replayed, raw)
+	for range *reply.Replayed {
+		var m struct{ Type, ID string }
 		raw := readText(t, conn)
 		require.NoError(t, json.Unmarshal([]byte(raw), &m), raw)
-		if m.Type == "event" {
-			ids = append(ids, m.ID)
-			continue
-		}
-		require.Equal(t, "OK", m.Code, raw)
-		require.NotNil(t, m.Recovered, raw)
-		return ids, *m.Recovered, m.ID
+		require.Equal(t, "event", m.Type, raw)
+		ids = append(ids, m.ID)
 	}
+	return ids, *reply.Recovered, reply.ID
+}
+
+// A resuming init or subscribe is answered first, with the position, recovered
+// and the number of replayed events that follow; then those events, oldest
+// first; then live events.
+func TestResumeReplyFirst(t *testing.T) {
+	opts := testOptions()
+	opts.History = history.NewMemory(history.Limits{Size: 100})
+	h, url := newTestHub(t, opts)
+	for i, name := range []string{"a", "a", "b", "a", "b"} { // 7-1 to 7-5
+		_, err := h.Publish(name, []byte(fmt.Sprint(i+1)))
+		require.NoError(t, err)
+	}
+	conn := dial(t, url)
+	send(t, conn, `{"authentication":"`+goodCreds+`","events":["a"],"since":"7-1"}`)
+	assert.Equal(t, `{"type":"init","code":"OK","id":"7-5","recovered":true,"replayed":2}`, readText(t, conn),
+		"the position is 7-5, later than the last event replayed")
+	assert.Equal(t, `{"type":"event","id":"7-2","event":"a","data":2}`, readText(t, conn))
+	assert.Equal(t, `{"type":"event","id":"7-4","event":"a","data":4}`, readText(t, conn))
+	_, err := h.Publish("a", []byte(`6`))
+	require.NoError(t, err)
+	assert.Equal(t, `{"type":"event","id":"7-6","event":"a","data":6}`, readText(t, conn))
+
+	send(t, conn, `{"type":"subscribe","events":["b"],"since":"7-3"}`)
+	assert.Equal(t, `{"type":"subscribe","code":"OK","id":"7-6","recovered":true,"replayed":1}`, readText(t, conn))
+	assert.Equal(t, `{"type":"event","id":"7-5","event":"b","data":5}`, readText(t, conn))
+
+	other := dial(t, url)
+	send(t, other, `{"authentication":"`+goodCreds+`","events":["a"],"since":""}`)
+	assert.Equal(t, `{"type":"init","code":"OK","id":"7-6","recovered":true,"replayed":0}`, readText(t, other))
+	send(t, other, `{"authentication":"`+goodCreds+`","events":["c"],"since":"6-1"}`)
+	assert.Equal(t, `{"type":"init","code":"OK","id":"7-6","recovered":false,"replayed":0}`, readText(t, other))
 }
 
 // A replay is bounded by ResumeMaxEvents and ResumeMaxBytes: the newest

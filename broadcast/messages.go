@@ -247,9 +247,20 @@ func (c *client) addSubscriptions(added []string, since *string, reply func(*res
 }
 
 // okReply answers a successful init or subscribe (typ). When it resumes,
-// the events missed come first and the reply, which then says where the
-// subscription continues and whether nothing was lost, marks the end of
-// the replay.
+// the reply comes first, saying where the subscription continues (its id,
+// the position), whether nothing was lost (recovered) and how many
+// replayed events follow it (replayed); then those events, oldest first;
+// then live events. All are queued in one step under the publish lock
+// (Hub.subscribe), so nothing is lost or repeated at the seam.
+//
+// The client's last ID, the since of its next resume, follows one rule:
+// it is the id of each event as it arrives, and the reply's id once the
+// reply's replayed events have all arrived (at once when replayed is 0).
+// The position may be later than the last replayed event's id (events of
+// other names came between), and the client has everything before it only
+// once the replay is complete. A connection that drops mid-replay thus
+// resumes from the last replayed event it got (or from the same since,
+// when it got none), with nothing lost or repeated.
 func (c *client) okReply(typ string) func(*resumed) [][]byte {
 	return func(r *resumed) [][]byte {
 		if r == nil {
@@ -258,18 +269,23 @@ func (c *client) okReply(typ string) func(*resumed) [][]byte {
 			}
 			return [][]byte{subscribeOK}
 		}
-		return append(r.frames, resumeReply(typ, r))
+		frames := make([][]byte, 0, 1+len(r.frames))
+		frames = append(frames, resumeReply(typ, r))
+		return append(frames, r.frames...)
 	}
 }
 
-// resumeReply is the OK of a resuming init or subscribe:
-// {"type":"init","code":"OK","id":"<position>","recovered":true}.
+// resumeReply is the OK of a resuming init or subscribe, which comes
+// before the replayed events:
+// {"type":"init","code":"OK","id":"<position>","recovered":true,"replayed":<n>}.
 func resumeReply(typ string, r *resumed) []byte {
-	b := make([]byte, 0, 96)
+	b := make([]byte, 0, 112)
 	b = append(b, `{"type":"`+typ+`","code":"OK","id":"`...)
 	b = r.position.AppendTo(b)
 	b = append(b, `","recovered":`...)
 	b = strconv.AppendBool(b, r.recovered)
+	b = append(b, `,"replayed":`...)
+	b = strconv.AppendInt(b, int64(len(r.frames)), 10)
 	return textFrame(append(b, '}'))
 }
 

@@ -30,29 +30,36 @@ type resumeReply struct {
 	Code      string `json:"code"`
 	ID        string `json:"id"`
 	Recovered *bool  `json:"recovered"`
+	Replayed  *int   `json:"replayed"`
 }
 
-// resume sends msg (an init or subscribe with since) and reads the
-// replayed events up to the reply, which ends the replay.
+// resume sends msg (an init or subscribe with since) and reads the reply,
+// which comes first, and then the replayed events it announces.
 func resume(t *testing.T, c *websocket.Conn, msg string) ([]delivery, resumeReply) {
 	t.Helper()
 	require.NoError(t, c.WriteMessage(websocket.TextMessage, []byte(msg)))
-	var events []delivery
-	for {
-		raw := readText(t, c)
-		var d delivery
-		require.NoError(t, json.Unmarshal([]byte(raw), &d), raw)
-		if d.Type == "event" {
-			events = append(events, d)
-			continue
-		}
-		var r resumeReply
-		require.NoError(t, json.Unmarshal([]byte(raw), &r), raw)
-		require.Equal(t, "OK", r.Code, raw)
-		require.NotNil(t, r.Recovered, "a resuming reply says whether it recovered: %s", raw)
-		require.Regexp(t, `^[1-9][0-9]*-(0|[1-9][0-9]*)$`, r.ID, raw)
-		return events, r
+	r := readResumeReply(t, c)
+	events := make([]delivery, 0, *r.Replayed)
+	for range *r.Replayed {
+		events = append(events, readDelivery(t, c))
 	}
+	return events, r
+}
+
+// readResumeReply reads a resuming reply, which must come before any
+// replayed event.
+func readResumeReply(t *testing.T, c *websocket.Conn) resumeReply {
+	t.Helper()
+	raw := readText(t, c)
+	var r resumeReply
+	require.NoError(t, json.Unmarshal([]byte(raw), &r), raw)
+	require.Contains(t, []string{"init", "subscribe"}, r.Type, "the reply comes before the replayed events: %s", raw)
+	require.Equal(t, "OK", r.Code, raw)
+	require.NotNil(t, r.Recovered, "a resuming reply says whether it recovered: %s", raw)
+	require.NotNil(t, r.Replayed, "a resuming reply says how many events it replays: %s", raw)
+	require.GreaterOrEqual(t, *r.Replayed, 0, raw)
+	require.Regexp(t, `^[1-9][0-9]*-(0|[1-9][0-9]*)$`, r.ID, raw)
+	return r
 }
 
 func resumeMsg(since string, events ...string) string {
@@ -394,7 +401,7 @@ func TestResumeUnderLoad(t *testing.T) {
 						last = e.ID
 					}
 					require.Equal(t, seqOf(t, reply.ID)+1, next, "the reply's position is the last replayed event")
-					last = maxID(t, last, reply.ID)
+					last = reply.ID // all its replayed events have arrived
 					continue
 				}
 				e := readDelivery(t, c)
@@ -410,10 +417,127 @@ func TestResumeUnderLoad(t *testing.T) {
 	pubs.Wait()
 }
 
-// maxID returns the later of two IDs of this server.
-func maxID(t *testing.T, a, b string) string {
-	if seqOf(t, b) > seqOf(t, a) {
-		return b
+// follower keeps a client's last ID by the README's rule: the id of each
+// event as it arrives, and a resuming reply's id once the events it
+// replays have all arrived (at once when it replays none).
+type follower struct {
+	last     string
+	position string // the reply's id, while its replay is under way
+	pending  int    // replayed events still to come
+}
+
+func (f *follower) reply(r resumeReply) {
+	f.position, f.pending = r.ID, *r.Replayed
+	if f.pending == 0 {
+		f.last = r.ID
 	}
-	return a
+}
+
+func (f *follower) event(d delivery) {
+	f.last = d.ID
+	if f.pending > 0 {
+		f.pending--
+		if f.pending == 0 {
+			f.last = f.position
+		}
+	}
+}
+
+// TestResumeDropMidReplay: connections that drop mid-replay (right after
+// the reply, after one replayed event, halfway, one short of the end)
+// resume from the last ID the README's rule keeps, while publishing goes
+// on, and the subscriber gets every event once and in order. It asks for
+// a only; b's events in between make the reply's position later than the
+// last event replayed, so a client that took the position as its last ID
+// at once would lose the rest of the replay.
+func TestResumeDropMidReplay(t *testing.T) {
+	const (
+		before = 100 // a's events published before the first drop
+		total  = 600
+	)
+	s := startServer(t, map[string]string{"HISTORY_SIZE": "10000", "RESUME_MAX_EVENTS": "10000"})
+	var f follower
+	c := s.dial()
+	_, r := resume(t, c, resumeMsg("", "a"))
+	f.reply(r)
+
+	next := 1 // the data of the next event of a expected
+	take := func(d delivery) {
+		t.Helper()
+		require.Equal(t, "a", d.Event)
+		require.Equal(t, strconv.Itoa(next), string(d.Data), "an event lost, repeated or out of order")
+		next++
+		f.event(d)
+	}
+	var lastA string
+	for i := 1; i <= before; i++ {
+		lastA = s.publish("a", strconv.Itoa(i))
+		s.publish("b", `"b"`)
+	}
+	for range 10 {
+		take(readDelivery(t, c))
+	}
+	require.NoError(t, c.Close())
+
+	reconnect := func() int {
+		t.Helper()
+		c = s.dial()
+		require.NoError(t, c.WriteMessage(websocket.TextMessage, []byte(resumeMsg(f.last, "a"))))
+		r := readResumeReply(t, c)
+		require.True(t, *r.Recovered, "resumed from %s", f.last)
+		f.reply(r)
+		return *r.Replayed
+	}
+	n := reconnect()
+	require.Equal(t, before-10, n)
+	require.Greater(t, seqOf(t, f.position), seqOf(t, lastA), "the position is later than the last event replayed")
+
+	var published atomic.Int64
+	published.Store(before)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := before + 1; i <= total; i++ {
+			for _, body := range []string{fmt.Sprintf(`{"event":"a","data":%d}`, i), `{"event":"b","data":"b"}`} {
+				status, answer := s.post("Basic "+testToken, body)
+				if !assert.Equal(t, http.StatusOK, status, answer) {
+					return
+				}
+			}
+			published.Store(int64(i))
+		}
+	})
+	defer wg.Wait()
+
+	for _, cut := range []struct {
+		name string
+		keep func(n int) int // how many replayed events arrive before the drop
+	}{
+		{"right after the reply", func(int) int { return 0 }},
+		{"after one event", func(int) int { return 1 }},
+		{"halfway", func(n int) int { return n / 2 }},
+		{"one short of the end", func(n int) int { return n - 1 }},
+	} {
+		require.GreaterOrEqual(t, n, 2, "a replay to cut %s", cut.name)
+		from := f.last
+		for range cut.keep(n) {
+			take(readDelivery(t, c))
+		}
+		require.Positive(t, f.pending, "dropped mid-replay, %s", cut.name)
+		require.NoError(t, c.Close())
+		if cut.keep(n) == 0 {
+			require.Equal(t, from, f.last, "a drop right after the reply resumes from where this one did")
+		}
+		// Let a few events more be published, so that the next replay
+		// has some to cut.
+		require.Eventually(t, func() bool { return published.Load() >= int64(min(total, next+20)) },
+			30*time.Second, time.Millisecond)
+		n = reconnect()
+	}
+	for next <= total {
+		take(readDelivery(t, c))
+	}
+	wg.Wait()
+	assert.Zero(t, f.pending)
+	s.publish("a", `"end"`)
+	assert.Equal(t, `"end"`, string(readDelivery(t, c).Data), "nothing repeated after the last event")
 }
