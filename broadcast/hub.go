@@ -250,6 +250,12 @@ func (h *Hub) Publish(event string, data json.RawMessage) (string, error) {
 func (h *Hub) Deliver(id history.ID, event string, data json.RawMessage) {
 	h.pubMu.Lock()
 	defer h.pubMu.Unlock()
+	if h.closing.Load() {
+		// Checked under the lock, which Close takes once after setting
+		// closing: no delivery reaches the flushers after Close stops
+		// them. The subscribers get the event where they resume.
+		return
+	}
 	if id.Epoch != h.epoch.Load() {
 		h.resetLocked(id.Epoch)
 	}
@@ -627,6 +633,10 @@ func (h *Hub) Close(ctx context.Context) error {
 	h.closed = true
 	h.closing.Store(true)
 	h.mu.Unlock()
+	// A Deliver under way finishes before the drain below; later ones see
+	// closing.
+	h.pubMu.Lock()
+	h.pubMu.Unlock() //nolint:staticcheck // an empty critical section, on purpose
 	close(h.stop)
 	h.pinger.Wait()
 

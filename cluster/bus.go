@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -116,6 +117,8 @@ type Bus struct {
 	acked    atomic.Uint64 // the highest sequence this instance was acknowledged
 	notReady atomic.Pointer[string]
 	closing  atomic.Bool
+
+	closeOnce sync.Once
 }
 
 // Open connects to NATS (or starts the embedded server) and starts feeding
@@ -424,11 +427,14 @@ func (b *Bus) Drain(ctx context.Context) error {
 	}
 }
 
-// Close stops the feed and closes the connection (and the embedded server).
+// Close stops the feed and closes the connection (and the embedded
+// server). It may be called more than once.
 func (b *Bus) Close() {
-	b.closing.Store(true)
-	b.cancel()
-	<-b.done
-	b.nc.Close()
-	b.embed.shutdown()
+	b.closeOnce.Do(func() {
+		b.closing.Store(true)
+		b.cancel()
+		<-b.done
+		b.nc.Close()
+		b.embed.shutdown()
+	})
 }

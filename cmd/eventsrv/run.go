@@ -305,8 +305,11 @@ func shutdown(cfg config, log *slog.Logger, probes *probes, servers []*endpoint,
 	}
 	if bus != nil {
 		// In cluster mode what this instance answered OK reaches its own
-		// subscribers through the stream: wait for the feed to bring it.
+		// subscribers through the stream: wait for the feed to bring it,
+		// then stop the feed, so that the hub closes on a fixed set.
+		// Later events reach the subscribers where they resume.
 		errs = append(errs, bus.Drain(ctx))
+		bus.Close()
 	}
 	errs = append(errs, hub.Close(ctx))
 	for _, s := range servers {
