@@ -84,6 +84,9 @@ type config struct {
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" min:"10ms" warn:"1s" help:"time for a graceful stop, after SHUTDOWN_DELAY, before connections are cut"`
 	ShutdownDelay   time.Duration `env:"SHUTDOWN_DELAY" envDefault:"0s" min:"0s" help:"time between /readyz turning 503 and the servers stopping, for load balancers to notice"`
 
+	// JetStream's own minimum is 100ms.
+	IdempotencyWindow time.Duration `env:"IDEMPOTENCY_WINDOW" envDefault:"2m" min:"100ms" help:"how long an Idempotency-Key is remembered: a POST repeated with it within this window is answered with the first one's ID and not published again (one instance: in memory, up to 100000 keys; cluster mode: by JetStream, on every instance)"`
+
 	// Cluster mode (see the cluster package).
 	NATSURL         string `env:"NATS_URL" urls:"true" help:"NATS servers, comma-separated (nats://n1:4222,nats://n2:4222): cluster mode, where instances share one JetStream stream, its IDs and history; unset: one instance, history in memory"`
 	NATSEmbed       string `env:"NATS_EMBED" path:"true" help:"run a JetStream server inside the process with its store in this directory, so that history and IDs survive restarts (one instance; not with NATS_URL)"`
@@ -95,8 +98,6 @@ type config struct {
 	NATSReplicas    int    `env:"NATS_REPLICAS" envDefault:"1" help:"the stream's replicas (1-5): 3 on a 3-node NATS cluster survives the loss of one node"`
 	// Under 10ms no JetStream cluster acknowledges in time.
 	NATSPublishTimeout time.Duration `env:"NATS_PUBLISH_TIMEOUT" envDefault:"2s" min:"10ms" warn:"100ms" help:"longest a POST waits for JetStream to acknowledge its event before answering 503 UNAVAILABLE"`
-	// JetStream's own minimum is 100ms.
-	NATSDuplicateWindow time.Duration `env:"NATS_DUPLICATE_WINDOW" envDefault:"2m" min:"100ms" help:"how long an Idempotency-Key is remembered: a POST repeated with it within this window is answered with the first one's ID, and not published again"`
 
 	LogFormat string     `env:"LOG_FORMAT" envDefault:"text" help:"text or json"`
 	LogLevel  slog.Level `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`

@@ -106,14 +106,16 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	})
 	m.WatchHub(hub)
 	probes := &probes{}
-	var publisher listen.Publisher = hub
+	// One instance remembers Idempotency-Keys in memory; in cluster mode
+	// JetStream does, for every instance.
+	var publisher listen.Publisher = listen.NewDedup(hub, cfg.IdempotencyWindow, maxIdempotencyKeys)
 	var bus *cluster.Bus
 	if cfg.clustered() {
 		bus, err = cluster.Open(cluster.Config{
 			URLs: cfg.NATSURL, Embed: cfg.NATSEmbed, CredsFile: cfg.NATSCredsFile,
 			CAFile: cfg.NATSTLSCAFile, CertFile: cfg.NATSTLSCertFile, KeyFile: cfg.NATSTLSKeyFile,
 			Stream: cfg.NATSStream, Replicas: cfg.NATSReplicas,
-			PublishTimeout: cfg.NATSPublishTimeout, DuplicateWindow: cfg.NATSDuplicateWindow,
+			PublishTimeout: cfg.NATSPublishTimeout, DuplicateWindow: cfg.IdempotencyWindow,
 			Limits: history.Limits{Size: cfg.HistorySize, TTL: cfg.HistoryTTL, MaxBytes: cfg.HistoryMaxBytes},
 			Log:    log, Metrics: m,
 		}, hub)
@@ -239,6 +241,10 @@ wait:
 	shutdown(cfg, log, probes, servers, hub, bus)
 	return serveErr
 }
+
+// maxIdempotencyKeys bounds the keys one instance remembers: about 100
+// bytes each, 10 MB in all; past it the oldest are forgotten early.
+const maxIdempotencyKeys = 100_000
 
 // jwtVerifier returns the Bearer token verifier the settings ask for, or
 // nil when Bearer tokens are not enabled.
