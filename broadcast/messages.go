@@ -145,6 +145,15 @@ func (c *client) checkInit(in Init, parseErr error) (auth.Permissions, []string,
 		}
 		return auth.Permissions{}, nil, &refusal{code, auth.Explain(err, in.Authentication, `"authentication"`)}
 	}
+	// A later init replaces the connection's credential (which is how a
+	// client refreshes a JWT before it expires): the new one must allow
+	// what the connection is subscribed to already.
+	for name := range c.subs {
+		if !perms.Subscribe.Allows(name) {
+			return auth.Permissions{}, nil, &refusal{InitForbidden,
+				fmt.Sprintf("this token may not subscribe to %q, which this connection is subscribed to; unsubscribe from it first, or use a token that allows it; nothing was changed", shortName(name))}
+		}
+	}
 	added, refused := c.newEvents(in.Events, perms)
 	return perms, added, refused
 }
