@@ -51,6 +51,24 @@ func (p Patterns) Allows(event string) bool {
 	return false
 }
 
+// Covers reports whether every event a subscription to name would receive
+// is allowed: for an exact name, Allows; for a pattern (a name ending in
+// "*", as in the permissions), whether one permission pattern is a prefix
+// of it, checked pattern against pattern: "order.*" covers "order.*" and
+// "order.eu.*", but not "*" or "ord*".
+func (p Patterns) Covers(name string) bool {
+	prefix, wild := strings.CutSuffix(name, "*")
+	if !wild {
+		return p.Allows(name)
+	}
+	for _, pat := range p {
+		if allowed, ok := strings.CutSuffix(pat, "*"); ok && strings.HasPrefix(prefix, allowed) {
+			return true
+		}
+	}
+	return false
+}
+
 // Permissions are what a token may do.
 type Permissions struct {
 	Publish   Patterns // events it may POST

@@ -75,10 +75,24 @@ func BenchmarkEventFrame(b *testing.B) {
 // blocking, so these subscribers are served as TLS ones are: each by a
 // writer goroutine of its own.
 func BenchmarkPublishFanout(b *testing.B) {
-	benchmarkFanout(b, nil, func(b *testing.B, sink *byteSink) (net.Conn, *lockedConn) {
+	benchmarkFanout(b, nil, exactName, func(b *testing.B, sink *byteSink) (net.Conn, *lockedConn) {
 		return discardConn{sink: sink}, nil
 	})
 }
+
+// BenchmarkPublishFanoutPatterns is BenchmarkPublishFanout with every
+// subscriber on the pattern order.* and on a pattern of its own that the
+// event does not match (x<i>.*): 1,001 distinct patterns, against
+// BenchmarkPublishFanout's exact names.
+func BenchmarkPublishFanoutPatterns(b *testing.B) {
+	benchmarkFanout(b, nil, func(i int) []string { return []string{"order.*", "x" + strconv.Itoa(i) + ".*"} },
+		func(b *testing.B, sink *byteSink) (net.Conn, *lockedConn) {
+			return discardConn{sink: sink}, nil
+		})
+}
+
+// exactName subscribes every benchmark subscriber to the event's name.
+func exactName(int) []string { return []string{"order.created"} }
 
 // BenchmarkPublishFanoutTCP is BenchmarkPublishFanout over real loopback
 // TCP connections, whose far ends are drained by goroutines: the path of
@@ -99,7 +113,7 @@ func benchmarkFanoutTCP(b *testing.B, hist History) {
 	defer ln.Close()
 	var drainers sync.WaitGroup
 	defer drainers.Wait() // after the hub's Close has closed every connection
-	benchmarkFanout(b, hist, func(b *testing.B, sink *byteSink) (net.Conn, *lockedConn) {
+	benchmarkFanout(b, hist, exactName, func(b *testing.B, sink *byteSink) (net.Conn, *lockedConn) {
 		far, err := net.Dial("tcp", ln.Addr().String())
 		require.NoError(b, err)
 		near, err := ln.Accept()
@@ -127,7 +141,7 @@ func benchmarkFanoutTCP(b *testing.B, hist History) {
 // benchmarkFanout runs the fan-out benchmark over connections from attach,
 // which returns a subscriber's connection and, when it can be written
 // without blocking, the same connection as raw.
-func benchmarkFanout(b *testing.B, hist History, attach func(*testing.B, *byteSink) (nc net.Conn, raw *lockedConn)) {
+func benchmarkFanout(b *testing.B, hist History, subscriptions func(i int) []string, attach func(*testing.B, *byteSink) (nc net.Conn, raw *lockedConn)) {
 	const (
 		clients = 1000
 		event   = "order.created"
@@ -159,13 +173,16 @@ func benchmarkFanout(b *testing.B, hist History, attach func(*testing.B, *byteSi
 		standIns.Wait()
 		require.Zero(b, h.Subscribers())
 	}()
-	for range clients {
+	for i := range clients {
 		nc, raw := attach(b, sink)
 		c := newClient(h, nil, nc, nil, "bench")
 		c.raw = raw
 		require.True(b, h.register(c))
-		c.subs[event] = struct{}{}
-		h.subscribe(c, []string{event}, nil, func(*resumed) [][]byte { return [][]byte{reply} })
+		subs := subscriptions(i)
+		for _, name := range subs {
+			c.subs[name] = struct{}{}
+		}
+		h.subscribe(c, subs, nil, func(*resumed) [][]byte { return [][]byte{reply} })
 		// Stand in for the reader (client.run): once the writer has
 		// finished, leave the hub as run would.
 		standIns.Add(1)

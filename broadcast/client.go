@@ -69,6 +69,11 @@ type client struct {
 	// that flushers may write it; nil otherwise (TLS).
 	raw *lockedConn
 
+	// stamp is the hub's stamp of the last event queued to c through a
+	// topic that shared the event with another (see Hub.fanout); under
+	// the hub's pubMu.
+	stamp uint64
+
 	mu     sync.Mutex
 	queue  [][]byte // frames waiting for the writer, oldest first
 	queued int      // bytes in queue

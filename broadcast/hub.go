@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -128,7 +129,18 @@ type Hub struct {
 	// the fan-out under it is a few nanoseconds per subscriber, so one
 	// lock is not what limits throughput; see the README's figures.)
 	pubMu  sync.Mutex
-	topics map[string]*topic
+	topics map[string]*topic // exact names
+	// patterns are the subscriptions to names ending in "*", by the prefix
+	// before it ("" for "*"); prefixLens holds the distinct lengths of those
+	// prefixes, ascending, so that a publish looks its name's prefixes up
+	// once per length: its cost grows with the distinct lengths, not with
+	// the number of patterns.
+	patterns   map[string]*topic
+	prefixLens []int
+	matched    []*topic // Publish's scratch list of the topics an event matches
+	// stamp counts fan-outs; a subscriber of several topics that one event
+	// matches is stamped with it, so that it gets the event once.
+	stamp uint64
 	// epoch is the first part of every ID; written under pubMu, read
 	// without it by resumes. A fed hub's is 0 until the feed gives one.
 	epoch atomic.Uint64
@@ -187,6 +199,7 @@ func NewHub(a Authenticator, opts Options) *Hub {
 		auth:      a,
 		metrics:   opts.Metrics,
 		topics:    make(map[string]*topic),
+		patterns:  make(map[string]*topic),
 		clients:   make(map[*client]struct{}),
 		stop:      make(chan struct{}),
 		stopSweep: make(chan struct{}),
@@ -348,10 +361,21 @@ func (h *Hub) awaitFeed(since string) {
 
 // publish stores and fans out the event with id; under pubMu.
 func (h *Hub) publish(id history.ID, event string, data json.RawMessage) {
-	t := h.topics[event]
+	matched := h.matched[:0]
+	if t := h.topics[event]; t != nil {
+		matched = append(matched, t)
+	}
+	for _, n := range h.prefixLens {
+		if n > len(event) {
+			break
+		}
+		if t := h.patterns[event[:n]]; t != nil {
+			matched = append(matched, t)
+		}
+	}
 	if h.opts.History == nil {
 		h.kept.Store(id.Seq)
-		if t == nil {
+		if len(matched) == 0 {
 			return
 		}
 	}
@@ -360,23 +384,61 @@ func (h *Hub) publish(id history.ID, event string, data json.RawMessage) {
 		h.opts.History.Append(history.Event{Seq: id.Seq, Name: event, Data: eventData(f, len(data)), Frame: f})
 		h.kept.Store(id.Seq)
 	}
-	if t == nil {
+	if len(matched) == 0 {
 		return
 	}
-	var sse []byte // built at the first SSE subscriber, once
+	e := outgoing{id: id, event: event, data: data, frame: f}
+	h.stamp++
+	delivered := 0
+	for _, t := range matched {
+		// One topic, the usual case, needs no stamps: its members are
+		// distinct.
+		delivered += h.fanout(t, &e, len(matched) > 1)
+	}
+	clear(matched)
+	h.matched = matched[:0]
+	if len(h.ready) > 0 {
+		h.flush.add(h.ready...)
+		clear(h.ready)
+		h.ready = h.ready[:0]
+	}
+	h.deliveries.Add(uint64(delivered))
+}
+
+// outgoing is an event being fanned out, with its frames.
+type outgoing struct {
+	id    history.ID
+	event string
+	data  json.RawMessage
+	frame []byte // the WebSocket frame
+	sse   []byte // the SSE frame, built at the first SSE subscriber
+}
+
+// fanout queues e to t's members and returns how many it reached; with
+// stamped, a member already stamped for this event is skipped, and the
+// others are stamped. Under pubMu.
+func (h *Hub) fanout(t *topic, e *outgoing, stamped bool) int {
 	if t.list == nil {
 		t.list = make([]*client, 0, len(t.members))
 		for c := range t.members {
 			t.list = append(t.list, c)
 		}
 	}
+	n := 0
 	for _, c := range t.list {
-		frame := f
-		if c.sse {
-			if sse == nil {
-				sse = sseEventFrame(id, event, data)
+		if stamped {
+			if c.stamp == h.stamp {
+				continue
 			}
-			frame = sse
+			c.stamp = h.stamp
+		}
+		n++
+		frame := e.frame
+		if c.sse {
+			if e.sse == nil {
+				e.sse = sseEventFrame(e.id, e.event, e.data)
+			}
+			frame = e.sse
 		}
 		if c.add(frame) {
 			if c.raw == nil {
@@ -386,12 +448,50 @@ func (h *Hub) publish(id history.ID, event string, data json.RawMessage) {
 			}
 		}
 	}
-	if len(h.ready) > 0 {
-		h.flush.add(h.ready...)
-		clear(h.ready)
-		h.ready = h.ready[:0]
+	return n
+}
+
+// topicOf returns the topic of a subscription name (an exact name, or a
+// pattern ending in "*"), creating it when create is set; nil when there is
+// none. Under pubMu.
+func (h *Hub) topicOf(name string, create bool) *topic {
+	prefix, wild := strings.CutSuffix(name, "*")
+	if !wild {
+		t := h.topics[name]
+		if t == nil && create {
+			t = &topic{members: make(map[*client]struct{})}
+			h.topics[name] = t
+		}
+		return t
 	}
-	h.deliveries.Add(uint64(len(t.list)))
+	t := h.patterns[prefix]
+	if t == nil && create {
+		t = &topic{members: make(map[*client]struct{})}
+		h.patterns[prefix] = t
+		h.prefixLensChanged()
+	}
+	return t
+}
+
+// dropTopic removes name's topic, which has no members left. Under pubMu.
+func (h *Hub) dropTopic(name string) {
+	if prefix, wild := strings.CutSuffix(name, "*"); wild {
+		delete(h.patterns, prefix)
+		h.prefixLensChanged()
+		return
+	}
+	delete(h.topics, name)
+}
+
+// prefixLensChanged recomputes prefixLens after a pattern came or went:
+// rare next to publishes, so a rebuild is cheaper than bookkeeping.
+func (h *Hub) prefixLensChanged() {
+	lens := h.prefixLens[:0]
+	for prefix := range h.patterns {
+		lens = append(lens, len(prefix))
+	}
+	slices.Sort(lens)
+	h.prefixLens = slices.Compact(lens)
 }
 
 // resumed is what a subscription that resumes is told: the events it
@@ -428,11 +528,7 @@ func (h *Hub) subscribe(c *client, events []string, since *string, reply func(*r
 	}
 	c.addReplay(reply(r))
 	for _, e := range events {
-		t := h.topics[e]
-		if t == nil {
-			t = &topic{members: make(map[*client]struct{})}
-			h.topics[e] = t
-		}
+		t := h.topicOf(e, true)
 		t.members[c] = struct{}{}
 		t.list = nil
 	}
@@ -557,11 +653,11 @@ func (h *Hub) unsubscribe(c *client, events map[string]struct{}) {
 	h.pubMu.Lock()
 	defer h.pubMu.Unlock()
 	for e := range events {
-		if t := h.topics[e]; t != nil {
+		if t := h.topicOf(e, false); t != nil {
 			delete(t.members, c)
 			t.list = nil
 			if len(t.members) == 0 {
-				delete(h.topics, e)
+				h.dropTopic(e)
 			}
 		}
 	}
@@ -808,7 +904,7 @@ func (c *client) recheck(check Rechecker) string {
 		return reasonRevoked
 	}
 	for name := range c.subs {
-		if !current.Subscribe.Allows(name) {
+		if !current.Subscribe.Covers(name) {
 			return reasonNarrowed
 		}
 	}

@@ -149,7 +149,7 @@ func (c *client) checkInit(in Init, parseErr error) (auth.Permissions, []string,
 	// client refreshes a JWT before it expires): the new one must allow
 	// what the connection is subscribed to already.
 	for name := range c.subs {
-		if !perms.Subscribe.Allows(name) {
+		if !perms.Subscribe.Covers(name) {
 			return auth.Permissions{}, nil, &refusal{InitForbidden,
 				fmt.Sprintf("this token may not subscribe to %q, which this connection is subscribed to; unsubscribe from it first, or use a token that allows it; nothing was changed", shortName(name))}
 		}
@@ -214,7 +214,7 @@ func (c *client) newEvents(events []string, perms auth.Permissions) ([]string, *
 			return nil, &refusal{InitNameTooLong,
 				fmt.Sprintf("an event name is %d bytes; at most %d are allowed (MAX_EVENT_NAME_BYTES)", len(e), limit)}
 		}
-		if !perms.Subscribe.Allows(e) {
+		if !perms.Subscribe.Covers(e) {
 			return nil, &refusal{InitForbidden,
 				fmt.Sprintf("this token may not subscribe to %q: no subscribe pattern of its role matches; nothing was added", shortName(e))}
 		}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 )
@@ -198,8 +199,10 @@ func (m *Memory) Append(e Event) {
 // whether that is all of them: complete is false when an event of those
 // names with Seq > after has been dropped (or may have been; see Memory),
 // or when there were more than max (> 0), of which it returns the newest
-// max. A name repeated in names counts once. The events share their bytes
-// with the store; they must not be modified.
+// max. A name repeated in names counts once; a name ending in "*" is a
+// pattern, for every name with the prefix before it (a subscription's
+// wildcard). The events share their bytes with the store; they must not be
+// modified.
 //
 // The store's lock, which Append waits for, is held only to copy the
 // events out (at most max per name); merging names happens after.
@@ -220,16 +223,21 @@ func (m *Memory) Since(names []string, after uint64, max int) (events []Event, c
 
 // collect copies out the kept events of names (sorted, distinct) with Seq
 // > after, at most max (> 0) of each name, the newest, name after name;
-// runs is how many names had any.
+// runs is how many names had any. A name ending in "*" is a pattern: every
+// name with the prefix before the "*". A name that several of names match
+// is collected once.
 func (m *Memory) collect(names []string, after uint64, max int) (events []Event, complete bool, runs int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.expireNow()
 	complete = after >= m.floor
-	for _, name := range names {
-		rec := m.names[name]
-		if rec == nil {
-			continue
+	var seen map[*record]bool // only when patterns could match a record twice
+	take := func(rec *record) {
+		if seen != nil {
+			if seen[rec] {
+				return
+			}
+			seen[rec] = true
 		}
 		if rec.dropped > after {
 			complete = false
@@ -240,7 +248,7 @@ func (m *Memory) collect(names []string, after uint64, max int) (events []Event,
 			start, complete = n-max, false
 		}
 		if start == n {
-			continue
+			return
 		}
 		runs++
 		if events == nil {
@@ -248,6 +256,23 @@ func (m *Memory) collect(names []string, after uint64, max int) (events []Event,
 		}
 		for i := start; i < n; i++ {
 			events = append(events, rec.event(i))
+		}
+	}
+	for _, name := range names {
+		prefix, wild := strings.CutSuffix(name, "*")
+		if !wild {
+			if rec := m.names[name]; rec != nil {
+				take(rec)
+			}
+			continue
+		}
+		if seen == nil && len(names) > 1 {
+			seen = make(map[*record]bool)
+		}
+		for n, rec := range m.names {
+			if strings.HasPrefix(n, prefix) {
+				take(rec)
+			}
 		}
 	}
 	return events, complete, runs
