@@ -1,11 +1,14 @@
 // Package admin owns the operator's endpoints on the listen server:
-// GET /admin/status and GET /admin/clients, for tokens with the admin
-// permission. Their answers hold no credential.
+// GET /admin/status, GET /admin/clients and POST /admin/clients/{id}/close,
+// for tokens with the admin permission. Their answers hold no credential.
 package admin
 
 import (
 	"errors"
+	"log/slog"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"eventsrv/auth"
@@ -22,12 +25,14 @@ type Authenticator interface {
 type Hub interface {
 	Stats() broadcast.Stats
 	Clients() []broadcast.ClientInfo
+	CloseClient(id uint64) bool
 }
 
 // Info describes the running process.
 type Info struct {
 	Version string
 	Started time.Time
+	Log     *slog.Logger // where closes by an admin are logged
 }
 
 type handler struct {
@@ -39,20 +44,37 @@ type handler struct {
 // NewHandler returns the /admin/ routes.
 func NewHandler(a Authenticator, hub Hub, info Info) http.Handler {
 	h := &handler{auth: a, hub: hub, info: info}
+	if h.info.Log == nil {
+		h.info.Log = slog.New(slog.DiscardHandler)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var serve func(http.ResponseWriter)
-		switch r.URL.Path {
-		case "/admin/status":
+		method := http.MethodGet
+		switch {
+		case r.URL.Path == "/admin/status":
 			serve = h.status
-		case "/admin/clients":
+		case r.URL.Path == "/admin/clients":
 			serve = h.clients
+		case strings.HasPrefix(r.URL.Path, "/admin/clients/") && strings.HasSuffix(r.URL.Path, "/close"):
+			id, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/admin/clients/"), "/close"), 10, 64)
+			if err != nil {
+				jsonhttp.Error(w, http.StatusNotFound, "NOT_FOUND", "no such client: the ID is the id field of GET /admin/clients")
+				return
+			}
+			method = http.MethodPost
+			serve = func(w http.ResponseWriter) { h.closeClient(w, r, id) }
 		default:
-			jsonhttp.Error(w, http.StatusNotFound, "NOT_FOUND", "no such admin endpoint: GET /admin/status or /admin/clients")
+			jsonhttp.Error(w, http.StatusNotFound, "NOT_FOUND", "no such admin endpoint: GET /admin/status or /admin/clients, POST /admin/clients/{id}/close")
 			return
 		}
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			jsonhttp.Error(w, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "the admin endpoints answer GET")
+		if r.Method != method && (method != http.MethodGet || r.Method != http.MethodHead) {
+			if method == http.MethodGet {
+				w.Header().Set("Allow", "GET, HEAD")
+				jsonhttp.Error(w, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "this admin endpoint answers GET")
+			} else {
+				w.Header().Set("Allow", method)
+				jsonhttp.Error(w, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "close a client with POST")
+			}
 			return
 		}
 		creds := r.Header.Get("Authorization")
@@ -80,6 +102,16 @@ func (h *handler) status(w http.ResponseWriter) {
 		UptimeSeconds int64     `json:"uptime_seconds"`
 		broadcast.Stats
 	}{h.info.Version, h.info.Started.UTC(), int64(time.Since(h.info.Started).Seconds()), h.hub.Stats()})
+}
+
+// closeClient closes one subscriber's connection.
+func (h *handler) closeClient(w http.ResponseWriter, r *http.Request, id uint64) {
+	if !h.hub.CloseClient(id) {
+		jsonhttp.Error(w, http.StatusNotFound, "NOT_FOUND", "no open client has this ID: GET /admin/clients lists them")
+		return
+	}
+	h.info.Log.Info("client closed by admin", "client", id, "admin_remote", r.RemoteAddr)
+	jsonhttp.Write(w, http.StatusOK, []byte(`{"code":"OK"}`))
 }
 
 // clients lists every subscriber.

@@ -122,7 +122,7 @@ func (v *JWTVerifier) Verify(token string) (Permissions, error) {
 	if err != nil {
 		return Permissions{}, fmt.Errorf("%w: publish claim: %w", ErrUnauthenticated, err)
 	}
-	return Permissions{Subscribe: sub, Publish: pub, Expires: claims.ExpiresAt.Time}, nil
+	return Permissions{Subscribe: sub, Publish: pub, Expires: claims.ExpiresAt.Time, Subject: claims.Subject}, nil
 }
 
 // MaxExpiry is the latest expiry Verify reports: an exp (or nbf) later

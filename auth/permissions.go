@@ -78,6 +78,11 @@ type Permissions struct {
 	// tokens file). A JWT's is its exp, at most MaxExpiry (year 9999).
 	// Compare it as a time.Time: past 2262 it has no UnixNano.
 	Expires time.Time
+	// Subject names the holder, never the credential: a JWT's sub claim,
+	// or "token:" and the first 8 hex digits of a file token's SHA-256
+	// digest (which tells tokens apart in GET /whoami and logs, and
+	// reveals nothing usable).
+	Subject string
 
 	// key is the SHA-256 digest of the tokens file's token these came
 	// from, zero for any other credential: Authenticator.Recheck looks the
@@ -88,7 +93,7 @@ type Permissions struct {
 // equal reports whether p and o grant the same, from the same token.
 func (p Permissions) equal(o Permissions) bool {
 	return slices.Equal(p.Publish, o.Publish) && slices.Equal(p.Subscribe, o.Subscribe) &&
-		p.Admin == o.Admin && p.Expires.Equal(o.Expires) && p.key == o.key
+		p.Admin == o.Admin && p.Expires.Equal(o.Expires) && p.key == o.key && p.Subject == o.Subject
 }
 
 // FullAccess is what a token without permission fields may do: publish and

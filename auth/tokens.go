@@ -133,6 +133,7 @@ func ParseTokens(r io.Reader) (*TokenSet, []IgnoredLine, error) {
 		}
 		seen[d] = struct{}{}
 		perms.key = d
+		perms.Subject = fmt.Sprintf("token:%x", d[:4])
 		set.digests = append(set.digests, d)
 		set.perms = append(set.perms, perms)
 	}

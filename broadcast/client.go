@@ -23,6 +23,7 @@ const (
 	closeNoStatus      = websocket.CloseNoStatusReceived // 1005: never sent on the wire
 	closeTokenExpired  = 4001                            // the credential of the last init expired
 	closeTokenRevoked  = 4003                            // the credential was withdrawn, or narrowed below what is subscribed
+	closeByAdmin       = 4002                            // an operator closed it (POST /admin/clients/{id}/close)
 
 	reasonSlow        = "slow consumer"
 	reasonPingTimeout = "ping timeout"
@@ -30,6 +31,7 @@ const (
 	reasonExpired     = "token expired"
 	reasonRevoked     = "token revoked"
 	reasonNarrowed    = "permissions changed"
+	reasonByAdmin     = "closed by admin"
 )
 
 // client is one WebSocket subscriber. Its reader (reader.go) owns the

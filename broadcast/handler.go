@@ -84,7 +84,7 @@ func (h *Hub) refuse(w http.ResponseWriter, r *http.Request, transport string) b
 		writeError(w, http.StatusServiceUnavailable, "SHUTTING_DOWN", "the server is shutting down: reconnect, to another instance or once it is back, and resume")
 		return true
 	}
-	if h.opts.CheckOrigin != nil && !h.opts.CheckOrigin(r.Header.Get("Origin")) {
+	if h.opts.CheckOrigin != nil && !h.opts.CheckOrigin(r) {
 		h.quiet.Log(h.opts.Log, slog.LevelInfo, transport+" refused", "remote", r.RemoteAddr, "code", "FORBIDDEN_ORIGIN",
 			"origin", trimHeader(r.Header.Get("Origin")), "hint", "add the origin to CORS_ALLOWED_ORIGINS to allow it")
 		writeError(w, http.StatusForbidden, "FORBIDDEN_ORIGIN", "this origin is not in CORS_ALLOWED_ORIGINS: "+trimHeader(r.Header.Get("Origin")))

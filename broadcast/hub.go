@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/http"
 	"runtime"
 	"slices"
 	"strings"
@@ -48,9 +49,9 @@ type Options struct {
 	// Metrics, when set, counts closes and write waits. (Connections and
 	// deliveries are counted by the hub itself: see Stats and Totals.)
 	Metrics Metrics
-	// CheckOrigin, when set, refuses WebSocket upgrades from browser
-	// origins it does not allow.
-	CheckOrigin func(origin string) bool
+	// CheckOrigin, when set, refuses WebSocket upgrades and SSE streams
+	// whose request (its Origin header) it does not allow.
+	CheckOrigin func(r *http.Request) bool
 	// History, when set, keeps recent events for subscribers that resume.
 	// Without it a resume is recovered only when nothing was published
 	// since the subscriber's last ID.
@@ -824,6 +825,20 @@ func (h *Hub) Clients() []ClientInfo {
 	}
 	slices.SortFunc(out, func(a, b ClientInfo) int { return cmp.Compare(a.ID, b.ID) })
 	return out
+}
+
+// CloseClient closes the connection with the ID that Clients gives it: a
+// WebSocket with 4002 "closed by admin", an SSE stream with the comment
+// ": close closed by admin". It reports false when there is no such open
+// connection.
+func (h *Hub) CloseClient(id uint64) bool {
+	for _, c := range h.snapshot() {
+		if c.id == id && !c.isClosing() {
+			c.close(closeByAdmin, reasonByAdmin)
+			return true
+		}
+	}
+	return false
 }
 
 // Totals reports the connections accepted and the deliveries queued.

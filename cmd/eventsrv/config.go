@@ -36,6 +36,9 @@ type config struct {
 	MetricsAddress     string `env:"METRICS_ADDRESS" envDefault:"127.0.0.1:8082" help:"host:port where GET /metrics is served; off: not served"`
 	CORSAllowedOrigins string `env:"CORS_ALLOWED_ORIGINS" help:"browser origins that may POST /event and subscribe, comma-separated (https://app.example.com), or *; unset: no CORS headers, so pages from other origins cannot read POST answers or use EventSource, while WebSockets are accepted from any origin"`
 
+	Console             bool   `env:"CONSOLE" envDefault:"true" help:"serve the web console at /console/ on the listen server (off: 404)"`
+	ConsoleBroadcastURL string `env:"CONSOLE_BROADCAST_URL" help:"the broadcast server's WebSocket URL as browsers reach it, for the console behind a reverse proxy (wss://events.example.com/); unset: the console's host on BROADCAST_PORT"`
+
 	ListenSocket     string `env:"LISTEN_SOCKET" path:"true" help:"also serve POST /event on this UNIX socket, without tokens; unset: no socket"`
 	ListenSocketMode string `env:"LISTEN_SOCKET_MODE" envDefault:"0660" help:"the socket file's mode (octal): who may publish through it"`
 
@@ -345,6 +348,10 @@ func (c config) validate() error {
 	check(c.NATSStream != "" && !strings.ContainsAny(c.NATSStream, ".*> \t\r\n/\\"), "NATS_STREAM",
 		"%q is not a stream name: no dots, spaces, *, >, / or \\", c.NATSStream)
 	check(c.NATSReplicas >= 1 && c.NATSReplicas <= 5, "NATS_REPLICAS", "%d is not 1 to 5", c.NATSReplicas)
+	if c.ConsoleBroadcastURL != "" {
+		u, err := url.Parse(c.ConsoleBroadcastURL)
+		check(err == nil && (u.Scheme == "ws" || u.Scheme == "wss") && u.Host != "", "CONSOLE_BROADCAST_URL", "%q is not a ws:// or wss:// URL", c.ConsoleBroadcastURL)
+	}
 	check((c.NATSTLSCertFile == "") == (c.NATSTLSKeyFile == ""), "NATS_TLS_CERT_FILE", "set it with NATS_TLS_KEY_FILE, or neither")
 	// An event name is one subject token, up to 3 bytes per byte (see
 	// cluster/subject.go); NATS refuses lines over 4096 bytes.

@@ -33,6 +33,8 @@ func listenAbout(cfg config) string {
 	return "eventsrv listen server: backends publish events here.\n" +
 		"  POST /event             {\"event\":\"<name>\",\"data\":<any JSON>}, with Authorization: Basic <token>\n" +
 		"  GET  /admin/status      for tokens with the admin field; also /admin/clients\n" +
+		"  GET  /whoami            the token's identity and rights\n" +
+		"  GET  /console/          the web console: watch and publish events in a browser\n" +
 		"  GET  /healthz, /readyz\n" +
 		"Subscribers connect to the broadcast server, " + where(cfg.BroadcastPort, "BROADCAST_PORT") +
 		": a WebSocket, or Server-Sent Events at GET /events?event=<name>.\n" + docs

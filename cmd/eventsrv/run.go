@@ -78,6 +78,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		authn.WithJWT(v)
 	}
 	origins, _ := cors.Parse(cfg.CORSAllowedOrigins) // validated with the configuration
+	ports := &boundPorts{}
 	var hist broadcast.History
 	if cfg.HistorySize > 0 {
 		mem := history.NewMemory(history.Limits{Size: cfg.HistorySize, TTL: cfg.HistoryTTL, MaxBytes: cfg.HistoryMaxBytes})
@@ -93,7 +94,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		MaxSubscriptions:  cfg.MaxSubscriptions,
 		Log:               log,
 		Metrics:           m,
-		CheckOrigin:       origins.Allowed,
+		CheckOrigin: func(r *http.Request) bool {
+			return origins.Allowed(r.Header.Get("Origin")) || trustsConsole(cfg, r, int(ports.listen.Load()))
+		},
 		History:           hist,
 		ResumeMaxEvents:   cfg.ResumeMaxEvents,
 		ResumeMaxBytes:    cfg.ResumeMaxBytes,
@@ -129,18 +132,25 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	listenOpts := listen.Options{MaxBodyBytes: cfg.MaxBodyBytes, MaxEventNameBytes: cfg.MaxEventNameBytes, Log: log, Metrics: m}
 
-	adminHandler := admin.NewHandler(authn, hub, admin.Info{Version: version(), Started: time.Now()})
+	adminHandler := admin.NewHandler(authn, hub, admin.Info{Version: version(), Started: time.Now(), Log: log})
 	listenHandler := listen.NewHandler(authn, publisher, listenOpts)
+	whoami := admin.NewWhoami(authn)
+	consoleHandler := consoleRoutes(cfg, ports)
 	// Browsers may POST from CORS_ALLOWED_ORIGINS; the admin endpoints are
 	// for operators' tools, not pages, so they get no CORS headers.
 	publishHandler := origins.Wrap(listenHandler, "POST")
 	listenSrv := newServer(cfg, probes.wrap(about(listenAbout(cfg), notSubscribers(cfg,
 		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if strings.HasPrefix(r.URL.Path, "/admin/") {
+			switch {
+			case strings.HasPrefix(r.URL.Path, "/admin/"):
 				adminHandler.ServeHTTP(w, r)
-				return
+			case r.URL.Path == "/whoami":
+				whoami.ServeHTTP(w, r)
+			case r.URL.Path == "/console" || strings.HasPrefix(r.URL.Path, "/console/"):
+				consoleHandler.ServeHTTP(w, r)
+			default:
+				publishHandler.ServeHTTP(w, r)
 			}
-			publishHandler.ServeHTTP(w, r)
 		})))), log)
 	// READ_TIMEOUT bounds every request on the broadcast server too; the
 	// hub clears it on the connections it takes over (WebSocket and SSE).
@@ -170,6 +180,12 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("%s server (%s): %w", s.name, s.setting, err)
+		}
+		port := int32(ln.Addr().(*net.TCPAddr).Port)
+		if s.name == "listen" {
+			ports.listen.Store(port)
+		} else {
+			ports.broadcast.Store(port)
 		}
 		if tlsConfig != nil {
 			ln = tls.NewListener(ln, tlsConfig)
