@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"eventsrv/auth"
 	"eventsrv/internal/jsonhttp"
@@ -82,6 +83,9 @@ type Options struct {
 	Log               *slog.Logger
 	// Metrics, when set, counts every POST /event answer by its code.
 	Metrics Counter
+	// TaskIdleTimeout bounds the silence between two lines of a task
+	// stream (POST /task); 0: 10 minutes.
+	TaskIdleTimeout time.Duration
 }
 
 // Counter counts answers, for metrics.
@@ -105,11 +109,14 @@ func NewHandler(a Authenticator, pub Publisher, opts Options) http.Handler {
 	// Exact paths, not http.ServeMux: its redirects for unclean paths
 	// (//event, /./event) would answer without a JSON code.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/event" {
-			writeError(w, CodeNotFound, "no such path: this server publishes with POST /event")
-			return
+		switch r.URL.Path {
+		case "/event":
+			h.event(w, r)
+		case "/task":
+			h.task(w, r)
+		default:
+			writeError(w, CodeNotFound, "no such path: this server publishes with POST /event (and POST /task for task streams)")
 		}
-		h.event(w, r)
 	})
 }
 
@@ -119,16 +126,8 @@ func (h *handler) event(w http.ResponseWriter, r *http.Request) {
 		h.answer(w, CodeMethodNotAllowed, "publish with POST /event")
 		return
 	}
-	// Authentication comes before the body is read, so that an
-	// unauthenticated client cannot make the server parse anything.
-	creds := r.Header.Get("Authorization")
-	perms, err := h.auth.Authenticate(creds, r.RemoteAddr, "http")
-	if err != nil {
-		code := CodeUnauthenticated
-		if errors.Is(err, auth.ErrUnrecognizedScheme) {
-			code = CodeAuthUnrecognizedScheme
-		}
-		h.answer(w, code, auth.Explain(err, creds, "the Authorization header"))
+	perms, ok := h.authenticate(w, r)
+	if !ok {
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
@@ -213,6 +212,23 @@ func idempotencyKey(r *http.Request) (string, error) {
 		}
 	}
 	return values[0], nil
+}
+
+// authenticate checks the Authorization header, answering when it fails.
+// It comes before the body is read, so that an unauthenticated client
+// cannot make the server parse anything.
+func (h *handler) authenticate(w http.ResponseWriter, r *http.Request) (auth.Permissions, bool) {
+	creds := r.Header.Get("Authorization")
+	perms, err := h.auth.Authenticate(creds, r.RemoteAddr, "http")
+	if err != nil {
+		code := CodeUnauthenticated
+		if errors.Is(err, auth.ErrUnrecognizedScheme) {
+			code = CodeAuthUnrecognizedScheme
+		}
+		h.answer(w, code, auth.Explain(err, creds, "the Authorization header"))
+		return auth.Permissions{}, false
+	}
+	return perms, true
 }
 
 // answer writes an error answer to POST /event and counts it.

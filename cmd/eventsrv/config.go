@@ -36,6 +36,9 @@ type config struct {
 	MetricsAddress     string `env:"METRICS_ADDRESS" envDefault:"127.0.0.1:8082" help:"host:port where GET /metrics is served; off: not served"`
 	CORSAllowedOrigins string `env:"CORS_ALLOWED_ORIGINS" help:"browser origins that may POST /event and subscribe, comma-separated (https://app.example.com), or *; unset: no CORS headers, so pages from other origins cannot read POST answers or use EventSource, while WebSockets are accepted from any origin"`
 
+	// A job may be quiet for a while; under a second no job reports.
+	TaskIdleTimeout time.Duration `env:"TASK_IDLE_TIMEOUT" envDefault:"10m" min:"10ms" warn:"1s" help:"longest silence between two lines of a task stream (POST /task) before the task fails"`
+
 	Console             bool   `env:"CONSOLE" envDefault:"true" help:"serve the web console at /console/ on the listen server (off: 404)"`
 	ConsoleBroadcastURL string `env:"CONSOLE_BROADCAST_URL" help:"the broadcast server's WebSocket URL as browsers reach it, for the console behind a reverse proxy (wss://events.example.com/); unset: the console's host on BROADCAST_PORT"`
 

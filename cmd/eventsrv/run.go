@@ -130,7 +130,8 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		m.WatchCluster(bus)
 		publisher, probes.ready = bus, bus.Ready
 	}
-	listenOpts := listen.Options{MaxBodyBytes: cfg.MaxBodyBytes, MaxEventNameBytes: cfg.MaxEventNameBytes, Log: log, Metrics: m}
+	listenOpts := listen.Options{MaxBodyBytes: cfg.MaxBodyBytes, MaxEventNameBytes: cfg.MaxEventNameBytes, Log: log, Metrics: m,
+		TaskIdleTimeout: cfg.TaskIdleTimeout}
 
 	adminHandler := admin.NewHandler(authn, hub, admin.Info{Version: version(), Started: time.Now(), Log: log})
 	listenHandler := listen.NewHandler(authn, publisher, listenOpts)
