@@ -362,18 +362,7 @@ func (h *Hub) awaitFeed(since string) {
 
 // publish stores and fans out the event with id; under pubMu.
 func (h *Hub) publish(id history.ID, event string, data json.RawMessage) {
-	matched := h.matched[:0]
-	if t := h.topics[event]; t != nil {
-		matched = append(matched, t)
-	}
-	for _, n := range h.prefixLens {
-		if n > len(event) {
-			break
-		}
-		if t := h.patterns[event[:n]]; t != nil {
-			matched = append(matched, t)
-		}
-	}
+	matched := h.match(event)
 	if h.opts.History == nil {
 		h.kept.Store(id.Seq)
 		if len(matched) == 0 {
@@ -404,6 +393,24 @@ func (h *Hub) publish(id history.ID, event string, data json.RawMessage) {
 		h.ready = h.ready[:0]
 	}
 	h.deliveries.Add(uint64(delivered))
+}
+
+// match returns the topics event goes to: its name's, and those of the
+// patterns it matches, in h.matched (reused by each publish). Under pubMu.
+func (h *Hub) match(event string) []*topic {
+	matched := h.matched[:0]
+	if t := h.topics[event]; t != nil {
+		matched = append(matched, t)
+	}
+	for _, n := range h.prefixLens {
+		if n > len(event) {
+			break
+		}
+		if t := h.patterns[event[:n]]; t != nil {
+			matched = append(matched, t)
+		}
+	}
+	return matched
 }
 
 // outgoing is an event being fanned out, with its frames.

@@ -2,6 +2,8 @@ package broadcast
 
 import (
 	"encoding/json"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -92,4 +94,44 @@ func TestPatternResume(t *testing.T) {
 	assert.True(t, recovered)
 	assert.Equal(t, []string{"7-3"}, ids)
 	assert.Equal(t, "7-3", position)
+}
+
+// FuzzMatch: an event goes to the topic of each subscription name that
+// auth.Patterns, the permissions' syntax, says it matches, and to no
+// other, whatever patterns come and go.
+func FuzzMatch(f *testing.F) {
+	f.Add("order.*,order.created,*,x*", "order.created", "x*")
+	f.Add("a*,ab*,abc", "abc", "")
+	f.Fuzz(func(t *testing.T, subs, event, gone string) {
+		h := &Hub{topics: make(map[string]*topic), patterns: make(map[string]*topic)}
+		names := strings.Split(subs, ",")
+		for _, name := range names {
+			h.topicOf(name, true)
+		}
+		if gone != "" && h.topicOf(gone, false) != nil {
+			h.dropTopic(gone)
+			names = slices.DeleteFunc(names, func(n string) bool { return n == gone })
+		}
+		want := map[*topic]bool{}
+		for _, name := range names {
+			if auth.Patterns([]string{name}).Allows(event) && (strings.HasSuffix(name, "*") || !strings.Contains(name, "*") || name == event) {
+				want[h.topicOf(name, false)] = true
+			}
+		}
+		got := map[*topic]bool{}
+		for _, tp := range h.match(event) {
+			if got[tp] {
+				t.Fatalf("a topic matched twice")
+			}
+			got[tp] = true
+		}
+		if len(got) != len(want) {
+			t.Fatalf("subs %q, event %q: matched %d topics, want %d", names, event, len(got), len(want))
+		}
+		for tp := range want {
+			if !got[tp] {
+				t.Fatalf("subs %q, event %q: a matching topic was missed", names, event)
+			}
+		}
+	})
 }
