@@ -39,9 +39,11 @@ func NewWhoami(a Authenticator) http.Handler {
 			Subject   string        `json:"sub"`
 			Publish   auth.Patterns `json:"publish"`
 			Subscribe auth.Patterns `json:"subscribe"`
+			Enqueue   auth.Patterns `json:"enqueue"`
+			Work      auth.Patterns `json:"work"`
 			Admin     bool          `json:"admin"`
 			Expires   *time.Time    `json:"expires"`
-		}{perms.Subject, nonNil(perms.Publish), nonNil(perms.Subscribe), perms.Admin, expires})
+		}{perms.Subject, nonNil(perms.Publish), nonNil(perms.Subscribe), nonNil(perms.Enqueue), nonNil(perms.Work), perms.Admin, expires})
 	})
 }
 

@@ -25,6 +25,8 @@ type Claims struct {
 	jwt.RegisteredClaims
 	Subscribe []string `json:"subscribe,omitempty"`
 	Publish   []string `json:"publish,omitempty"`
+	Enqueue   []string `json:"enqueue,omitempty"`
+	Work      []string `json:"work,omitempty"`
 }
 
 // JWTVerifier checks Bearer tokens against one key, accepting only the
@@ -122,7 +124,15 @@ func (v *JWTVerifier) Verify(token string) (Permissions, error) {
 	if err != nil {
 		return Permissions{}, fmt.Errorf("%w: publish claim: %w", ErrUnauthenticated, err)
 	}
-	return Permissions{Subscribe: sub, Publish: pub, Expires: claims.ExpiresAt.Time, Subject: claims.Subject}, nil
+	enq, err := patternsOf(claims.Enqueue)
+	if err != nil {
+		return Permissions{}, fmt.Errorf("%w: enqueue claim: %w", ErrUnauthenticated, err)
+	}
+	work, err := patternsOf(claims.Work)
+	if err != nil {
+		return Permissions{}, fmt.Errorf("%w: work claim: %w", ErrUnauthenticated, err)
+	}
+	return Permissions{Subscribe: sub, Publish: pub, Enqueue: enq, Work: work, Expires: claims.ExpiresAt.Time, Subject: claims.Subject}, nil
 }
 
 // MaxExpiry is the latest expiry Verify reports: an exp (or nbf) later

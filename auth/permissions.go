@@ -73,6 +73,8 @@ func (p Patterns) Covers(name string) bool {
 type Permissions struct {
 	Publish   Patterns // events it may POST
 	Subscribe Patterns // events it may subscribe to
+	Enqueue   Patterns // work queues it may add tasks to
+	Work      Patterns // work queues it may take tasks from
 	Admin     bool     // it may read the admin endpoints
 	// Expires is when the credential expires; zero: never (tokens from the
 	// tokens file). A JWT's is its exp, at most MaxExpiry (year 9999).
@@ -93,13 +95,14 @@ type Permissions struct {
 // equal reports whether p and o grant the same, from the same token.
 func (p Permissions) equal(o Permissions) bool {
 	return slices.Equal(p.Publish, o.Publish) && slices.Equal(p.Subscribe, o.Subscribe) &&
+		slices.Equal(p.Enqueue, o.Enqueue) && slices.Equal(p.Work, o.Work) &&
 		p.Admin == o.Admin && p.Expires.Equal(o.Expires) && p.key == o.key && p.Subject == o.Subject
 }
 
 // FullAccess is what a token without permission fields may do: publish and
 // subscribe to every event, as in the service this replaces. Admin must be
 // granted explicitly: the admin endpoints show who is connected.
-var FullAccess = Permissions{Publish: Patterns{"*"}, Subscribe: Patterns{"*"}}
+var FullAccess = Permissions{Publish: Patterns{"*"}, Subscribe: Patterns{"*"}, Enqueue: Patterns{"*"}, Work: Patterns{"*"}}
 
 // parsePermissions reads the fields after a token in the tokens file:
 // publish=<patterns>, subscribe=<patterns> and admin, each at most once.
@@ -119,11 +122,15 @@ func parsePermissions(fields []string) (Permissions, error) {
 			p.Publish, err = ParsePatterns(value)
 		case name == "subscribe" && hasValue:
 			p.Subscribe, err = ParsePatterns(value)
+		case name == "enqueue" && hasValue:
+			p.Enqueue, err = ParsePatterns(value)
+		case name == "work" && hasValue:
+			p.Work, err = ParsePatterns(value)
 		case name == "admin" && !hasValue:
 			p.Admin = true
 		default:
 			// The field itself is not echoed: it could be a mistyped secret.
-			return Permissions{}, fmt.Errorf("field %d: not publish=..., subscribe=... or admin", i+2)
+			return Permissions{}, fmt.Errorf("field %d: not publish=..., subscribe=..., enqueue=..., work=... or admin", i+2)
 		}
 		if err != nil {
 			return Permissions{}, fmt.Errorf("field %d: %w", i+2, err)

@@ -3,6 +3,7 @@ package auth
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 )
@@ -46,4 +47,28 @@ func FuzzCovers(f *testing.F) {
 			t.Fatalf("%q covers %q but does not allow %q or %q", perms, name, prefix, prefix+suffix)
 		}
 	})
+}
+
+// Work queues have permissions of their own: enqueue= and work=, in the
+// tokens file and in JWT claims; a bare token may do both.
+func TestQueuePermissions(t *testing.T) {
+	p, err := parsePermissions([]string{"enqueue=tickets,render.*", "work=tickets"})
+	assert.NoError(t, err)
+	assert.Equal(t, Patterns{"tickets", "render.*"}, p.Enqueue)
+	assert.Equal(t, Patterns{"tickets"}, p.Work)
+	assert.Empty(t, p.Publish)
+	assert.True(t, FullAccess.Enqueue.Allows("any") && FullAccess.Work.Allows("any"))
+
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	v, err := NewHMACVerifier(secret)
+	assert.NoError(t, err)
+	token, err := MintHMAC(secret, "worker-1", nil, nil, time.Hour, func(c *Claims) {
+		c.Enqueue, c.Work = []string{"a"}, []string{"b*"}
+	})
+	assert.NoError(t, err)
+	got, err := v.Verify(token)
+	assert.NoError(t, err)
+	assert.Equal(t, Patterns{"a"}, got.Enqueue)
+	assert.Equal(t, Patterns{"b*"}, got.Work)
+	assert.Equal(t, "worker-1", got.Subject)
 }

@@ -133,7 +133,7 @@ func TestParseTokens(t *testing.T) {
 			wantLen: 1,
 			wantShort: []IgnoredLine{
 				{Line: 2, Reason: `field 2: bad event pattern: "a*b" has a * before its end`},
-				{Line: 3, Reason: "field 2: not publish=..., subscribe=... or admin"},
+				{Line: 3, Reason: "field 2: not publish=..., subscribe=..., enqueue=..., work=... or admin"},
 				{Line: 4, Reason: "field 3: publish given twice"},
 			},
 		},
@@ -358,4 +358,4 @@ func FuzzParsePatterns(f *testing.F) {
 
 // reasonBadField is the reason of a line whose second field is not one of
 // publish=..., subscribe=... or admin.
-const reasonBadField = "field 2: not publish=..., subscribe=... or admin"
+const reasonBadField = "field 2: not publish=..., subscribe=..., enqueue=..., work=... or admin"

@@ -89,9 +89,9 @@ func TestWhoami(t *testing.T) {
 		status     int
 		body       string
 	}{
-		{"full", "Basic " + testToken, 200, `{"publish":["*"],"subscribe":["*"],"admin":false,"expires":null}`},
-		{"admin only", "Basic " + adminToken, 200, `{"publish":[],"subscribe":[],"admin":true,"expires":null}`},
-		{"scoped", "Basic scoped-token-0123456789", 200, `{"publish":["order.created"],"subscribe":["order.*"],"admin":false,"expires":null}`},
+		{"full", "Basic " + testToken, 200, `{"publish":["*"],"subscribe":["*"],"enqueue":["*"],"work":["*"],"admin":false,"expires":null}`},
+		{"admin only", "Basic " + adminToken, 200, `{"publish":[],"subscribe":[],"enqueue":[],"work":[],"admin":true,"expires":null}`},
+		{"scoped", "Basic scoped-token-0123456789", 200, `{"publish":["order.created"],"subscribe":["order.*"],"enqueue":[],"work":[],"admin":false,"expires":null}`},
 		{"bad", "Basic not-a-token-0123456789", 403, `{"code":"UNAUTHENTICATED"}`},
 		{"none", "", 403, `{"code":"UNAUTHENTICATED"}`},
 		{"bearer without JWT", "Bearer x.y.z", 403, `{"code":"AUTH_UNRECOGNIZED_SCHEME"}`},
