@@ -95,26 +95,8 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 			"name the events in the query, one event parameter each, without line breaks: /events?event=a&event=b")
 		return
 	}
-	creds := r.Header.Get("Authorization")
-	inQuery := creds == "" && q.Get("token") != ""
-	if inQuery {
-		// For JWTs only: a long-lived Basic token in a URL would end up
-		// in proxies' and browsers' logs. A Basic token sent this way is
-		// verified as a JWT, and fails.
-		creds = "Bearer " + q.Get("token")
-	}
-	perms, err := h.auth.Authenticate(creds, r.RemoteAddr, "sse")
-	if err != nil {
-		code := InitUnauthenticated
-		if errors.Is(err, auth.ErrUnrecognizedScheme) {
-			code = InitAuthUnrecognizedScheme
-		}
-		message := auth.Explain(err, creds, "the Authorization header")
-		if inQuery {
-			message = "?token= takes a JWT only (a token in a URL ends up in logs), and this one is not accepted; " +
-				"send a Basic token in the Authorization header instead"
-		}
-		writeError(w, http.StatusForbidden, string(code), message)
+	perms, ok := h.authenticateStream(w, r)
+	if !ok {
 		return
 	}
 	// The same checks as a WebSocket init (permissions, MAX_SUBSCRIPTIONS,
@@ -135,7 +117,36 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) {
 	if since == "" {
 		since = q.Get("lastEventId")
 	}
-	h.startSSE(w, r, perms, added, since)
+	h.startSSE(w, r, perms, func(c *client, head []byte) { c.subscribeSSE(added, since, head) })
+}
+
+// authenticateStream authenticates a request for a stream: the
+// Authorization header, or a JWT in the token query parameter (EventSource
+// cannot send headers). It answers a refused one.
+func (h *Hub) authenticateStream(w http.ResponseWriter, r *http.Request) (auth.Permissions, bool) {
+	creds := r.Header.Get("Authorization")
+	inQuery := creds == "" && r.URL.Query().Get("token") != ""
+	if inQuery {
+		// For JWTs only: a long-lived Basic token in a URL would end up
+		// in proxies' and browsers' logs. A Basic token sent this way is
+		// verified as a JWT, and fails.
+		creds = "Bearer " + r.URL.Query().Get("token")
+	}
+	perms, err := h.auth.Authenticate(creds, r.RemoteAddr, "sse")
+	if err != nil {
+		code := InitUnauthenticated
+		if errors.Is(err, auth.ErrUnrecognizedScheme) {
+			code = InitAuthUnrecognizedScheme
+		}
+		message := auth.Explain(err, creds, "the Authorization header")
+		if inQuery {
+			message = "?token= takes a JWT only (a token in a URL ends up in logs), and this one is not accepted; " +
+				"send a Basic token in the Authorization header instead"
+		}
+		writeError(w, http.StatusForbidden, string(code), message)
+		return auth.Permissions{}, false
+	}
+	return perms, true
 }
 
 func allValid(events []string) bool {
@@ -147,10 +158,11 @@ func allValid(events []string) bool {
 	return true
 }
 
-// startSSE hijacks the connection and registers the stream. The response
-// head goes through the queue like everything else, queued together with
-// the subscription, so it precedes every event.
-func (h *Hub) startSSE(w http.ResponseWriter, r *http.Request, perms auth.Permissions, events []string, since string) {
+// startSSE hijacks the connection and registers the stream; begin, called
+// with the response head, queues the head and starts what the stream
+// carries (a subscription, or a worker's offers), so that the head goes
+// through the queue like everything else and precedes it all.
+func (h *Hub) startSSE(w http.ResponseWriter, r *http.Request, perms auth.Permissions, begin func(c *client, head []byte)) {
 	nc, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "INTERNAL", "the connection could not be taken over for the stream: "+err.Error())
@@ -177,7 +189,7 @@ func (h *Hub) startSSE(w http.ResponseWriter, r *http.Request, perms auth.Permis
 		}
 	}
 	head.WriteString("\r\n")
-	c.subscribeSSE(events, since, head.Bytes())
+	begin(c, head.Bytes())
 	c.authMu.Unlock()
 	h.startReading(c)
 }
