@@ -10,6 +10,7 @@
 
 const MAX_EVENTS = 1000; // events kept, and rows in the DOM
 const MAX_TASKS = 200; // tasks listed; the oldest finished go first
+const DRAW_MS = 100; // new rows are drawn at most this often
 const PREVIEW_CHARS = 240; // one-line preview of an event's data
 const PRETTY_CHARS = 65536; // pretty-printed data shown when expanded
 const POLL_MS = 2000; // admin views: /admin/clients and /admin/status
@@ -511,10 +512,13 @@ function missed() {
 
 const events = {
   store: [], // oldest first, at most MAX_EVENTS
+  gaps: 0, // gap marks in store
   held: [], // arrived while paused
   heldDropped: 0,
   queue: [], // stored, not yet drawn
-  frame: 0,
+  frame: 0, // requestAnimationFrame's ID while a draw is due
+  timer: 0, // setTimeout's ID while a draw waits for DRAW_MS
+  drawn: 0, // when the last draw was
   paused: false,
   filter: "",
   expand: false,
@@ -522,6 +526,7 @@ const events = {
 
   reset() {
     this.store = [];
+    this.gaps = 0;
     this.held = [];
     this.heldDropped = 0;
     this.queue = [];
@@ -540,12 +545,19 @@ const events = {
       return;
     }
     this.store.push(ev);
-    if (this.store.length > MAX_EVENTS) this.store.shift().el = null;
+    if (ev.gap) this.gaps++;
+    if (this.store.length > MAX_EVENTS) this.forget(this.store.shift());
     if (this.shows(ev)) {
       this.queue.push(ev);
-      if (!this.frame) this.frame = requestAnimationFrame(() => this.draw());
+      this.drawSoon();
+    } else {
+      this.countsSoon();
     }
-    this.countsSoon();
+  },
+
+  forget(ev) {
+    ev.el = null;
+    if (ev.gap) this.gaps--;
   },
 
   shows(ev) {
@@ -554,21 +566,40 @@ const events = {
     return ev.search.includes(this.filter);
   },
 
+  // drawSoon draws in the next animation frame, and at most every
+  // DRAW_MS: at 200 events/s that is 20 rows at a time, with one style,
+  // layout and paint for them, rather than a few rows in every frame.
+  drawSoon() {
+    if (this.frame || this.timer) return;
+    const wait = DRAW_MS - (performance.now() - this.drawn);
+    if (wait <= 0) {
+      this.frame = requestAnimationFrame(() => this.draw());
+    } else {
+      this.timer = setTimeout(() => {
+        this.timer = 0;
+        this.frame = requestAnimationFrame(() => this.draw());
+      }, wait);
+    }
+  },
+
   // draw adds the queued events at the top, in one go, and trims the end.
   draw() {
     this.frame = 0;
+    this.drawn = performance.now();
     const list = $("events");
     const q = this.queue.splice(0).slice(-MAX_EVENTS);
     const frag = document.createDocumentFragment();
     for (let i = q.length - 1; i >= 0; i--) frag.append(row(q[i]));
     list.prepend(frag);
     while (list.childElementCount > MAX_EVENTS) list.lastElementChild.remove();
+    this.counts();
   },
 
   // redraw draws the whole list anew (filter, resume, expand).
   redraw() {
     cancelAnimationFrame(this.frame);
-    this.frame = 0;
+    clearTimeout(this.timer);
+    this.frame = this.timer = 0;
     this.queue = [];
     const frag = document.createDocumentFragment();
     let n = 0;
@@ -587,8 +618,11 @@ const events = {
     $("pause").setAttribute("aria-pressed", String(on));
     $("pause").textContent = on ? "Resume" : "Pause";
     if (!on && this.held.length > 0) {
-      this.store.push(...this.held.splice(0));
-      for (const ev of this.store.splice(0, Math.max(0, this.store.length - MAX_EVENTS))) ev.el = null;
+      for (const ev of this.held.splice(0)) {
+        this.store.push(ev);
+        if (ev.gap) this.gaps++;
+      }
+      for (const ev of this.store.splice(0, Math.max(0, this.store.length - MAX_EVENTS))) this.forget(ev);
       this.heldDropped = 0;
       this.redraw();
     }
@@ -606,7 +640,7 @@ const events = {
   counts() {
     clearTimeout(this.countsTimer);
     this.countsTimer = 0;
-    const stored = this.store.filter((e) => !e.gap).length;
+    const stored = this.store.length - this.gaps;
     let text = `${stored.toLocaleString()} event${stored === 1 ? "" : "s"} kept (newest ${MAX_EVENTS.toLocaleString()})`;
     if (this.filter) text += ` · ${$("events").childElementCount.toLocaleString()} match the filter`;
     if (this.paused) {
