@@ -123,7 +123,7 @@ func WithUserAgent(ua string) Option {
 func New(listenURL string, opts ...Option) (*Client, error) {
 	listen, err := parseListenURL(listenURL)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("eventsrv: %w", err)
 	}
 	c := &Client{
 		creds:     &credentials{},
@@ -140,7 +140,7 @@ func New(listenURL string, opts ...Option) (*Client, error) {
 	if c.broadcastURL == "" {
 		c.broadcastURL = deriveBroadcastURL(listen)
 	} else if c.broadcastURL, err = parseBroadcastURL(c.broadcastURL); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("eventsrv: %w", err)
 	}
 	c.eventURL = listen.JoinPath("event").String()
 	tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -166,20 +166,20 @@ func (c *Client) BroadcastURL() string { return c.broadcastURL }
 // parseListenURL checks the listen server's URL.
 func parseListenURL(s string) (*url.URL, error) {
 	if s == "" {
-		return nil, errors.New("eventsrv: no listen server URL (e.g. http://localhost:8080)")
+		return nil, errors.New("no listen server URL (e.g. http://localhost:8080)")
 	}
 	if !strings.Contains(s, "://") {
 		s = "http://" + s
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		return nil, fmt.Errorf("eventsrv: the listen server URL: %w", err)
+		return nil, fmt.Errorf("the listen server URL: %w", err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("eventsrv: the listen server URL %q: the scheme must be http or https", s)
+		return nil, fmt.Errorf("the listen server URL %q: the scheme must be http or https", s)
 	}
 	if u.Host == "" {
-		return nil, fmt.Errorf("eventsrv: the listen server URL %q has no host", s)
+		return nil, fmt.Errorf("the listen server URL %q has no host", s)
 	}
 	u.RawQuery, u.Fragment = "", ""
 	return u, nil
@@ -193,7 +193,7 @@ func parseBroadcastURL(s string) (string, error) {
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		return "", fmt.Errorf("eventsrv: the broadcast server URL: %w", err)
+		return "", fmt.Errorf("the broadcast server URL: %w", err)
 	}
 	switch u.Scheme {
 	case "ws", "wss":
@@ -202,10 +202,10 @@ func parseBroadcastURL(s string) (string, error) {
 	case "https":
 		u.Scheme = "wss"
 	default:
-		return "", fmt.Errorf("eventsrv: the broadcast server URL %q: the scheme must be ws or wss", s)
+		return "", fmt.Errorf("the broadcast server URL %q: the scheme must be ws or wss", s)
 	}
 	if u.Host == "" {
-		return "", fmt.Errorf("eventsrv: the broadcast server URL %q has no host", s)
+		return "", fmt.Errorf("the broadcast server URL %q has no host", s)
 	}
 	if u.Path == "" {
 		u.Path = "/"

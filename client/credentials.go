@@ -70,7 +70,7 @@ func (c *credentials) current(ctx context.Context, stale string) (string, error)
 		if c.token != "" && c.token != stale && (c.exp.IsZero() || now.Before(c.exp)) {
 			return c.token, nil // still good: try again at the next call
 		}
-		return "", fmt.Errorf("eventsrv: refreshing the JWT: %w", err)
+		return "", fmt.Errorf("refreshing the JWT: %w", err)
 	}
 	c.set(strings.TrimSpace(strings.TrimPrefix(tok, "Bearer ")), time.Now())
 	return c.token, nil

@@ -7,7 +7,9 @@ import (
 	"time"
 )
 
-// Error is a refusal from the server: a POST /event answer other than OK,
+// Error is a refusal from the server (its text, like the other errors of
+// this package, has no "eventsrv: " in front; Publish and Subscribe add it
+// with what they were doing): a POST /event answer other than OK,
 // a refused init, subscribe or unsubscribe, or a WebSocket upgrade that
 // was answered with an error. Match it with errors.Is against the
 // sentinels below (ErrForbidden, ErrUnavailable, …), or take it apart
@@ -35,7 +37,7 @@ func (e *Error) Error() string {
 	if code == "" {
 		code = http.StatusText(e.Status)
 	}
-	s := "eventsrv: " + code
+	s := code
 	if e.Status != 0 {
 		s += fmt.Sprintf(" (HTTP %d)", e.Status)
 	}
@@ -54,7 +56,7 @@ func (e *Error) Is(target error) bool {
 // codeError is the sentinel of one answer code.
 type codeError struct{ code, text string }
 
-func (s *codeError) Error() string { return "eventsrv: " + s.code + ": " + s.text }
+func (s *codeError) Error() string { return s.code + ": " + s.text }
 
 // The sentinels of the server's answer codes, for errors.Is. Each matches
 // an *Error with that code, from POST /event or from a WebSocket reply.
@@ -112,9 +114,9 @@ type CloseError struct {
 
 func (e *CloseError) Error() string {
 	if e.Text == "" {
-		return fmt.Sprintf("eventsrv: connection closed by the server (%d)", e.Code)
+		return fmt.Sprintf("connection closed by the server (%d)", e.Code)
 	}
-	return fmt.Sprintf("eventsrv: connection closed by the server: %s (%d)", e.Text, e.Code)
+	return fmt.Sprintf("connection closed by the server: %s (%d)", e.Text, e.Code)
 }
 
 // Is reports whether target is the sentinel of e's close code (and, for
@@ -131,7 +133,7 @@ type closeSentinel struct {
 }
 
 func (s *closeSentinel) Error() string {
-	return fmt.Sprintf("eventsrv: connection closed by the server: %s (%d)", s.text, s.code)
+	return fmt.Sprintf("connection closed by the server: %s (%d)", s.text, s.code)
 }
 
 // The sentinels of the server's close codes, for errors.Is. A Subscription
@@ -150,14 +152,14 @@ var (
 	// reached (refused, reset, timed out, no such host): what Publish
 	// returns when its attempts ran out that way, and what Subscribe
 	// returns when its first connection fails.
-	ErrUnreachable = errors.New("eventsrv: server unreachable")
+	ErrUnreachable = errors.New("server unreachable")
 	// ErrReset is what a Subscription yields, in order, when the server
 	// says a resume was not recovered: events may have been missed (the
 	// server restarted without its history, or the gap was beyond its
 	// limits). Reload your state from its source of truth; the events
 	// that follow are the ones the server still had, then live ones. It
 	// is not an end: the iteration goes on.
-	ErrReset = errors.New("eventsrv: resume not recovered: events may have been missed; reload your state")
+	ErrReset = errors.New("resume not recovered: events may have been missed; reload your state")
 	// ErrClosed is returned by a Subscription's methods after it ended.
-	ErrClosed = errors.New("eventsrv: subscription closed")
+	ErrClosed = errors.New("subscription closed")
 )

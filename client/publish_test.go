@@ -111,7 +111,7 @@ func TestPublishErrors(t *testing.T) {
 	var e *Error
 	require.ErrorAs(t, err, &e)
 	assert.Equal(t, 502, e.Status)
-	assert.Equal(t, "eventsrv: Bad Gateway (HTTP 502): <html>bad gateway</html>", e.Error())
+	assert.Equal(t, "Bad Gateway (HTTP 502): <html>bad gateway</html>", e.Error())
 	assert.Len(t, l.keys, 2, "a proxy's 502 is retried")
 }
 

@@ -200,13 +200,14 @@ func (c *Client) Subscribe(ctx context.Context, events []string, opts ...Subscri
 			break
 		}
 		if !cfg.wait || !errors.Is(err, ErrUnreachable) || !sleep(ctx, cfg.backoff.delay(attempt)) {
-			cancel()
 			if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
 				err = fmt.Errorf("%w: %w", context.Cause(ctx), err)
 			}
-			return nil, fmt.Errorf("eventsrv: subscribe: %w", err)
+			cancel()
+			return nil, fmt.Errorf("eventsrv: subscribe %q: %w", events, err)
 		}
 	}
+	s.state.Store(int32(Connected)) // run tells the callback
 	s.wg.Go(func() { s.run(first) })
 	go func() {
 		s.wg.Wait()
@@ -328,7 +329,10 @@ func (s *Subscription) Subscribe(ctx context.Context, events ...string) error {
 		if errors.Is(err, errConnLost) {
 			continue // answered or not, the next connection lacks them
 		}
-		return err
+		if err != nil {
+			return fmt.Errorf("eventsrv: subscribe %q: %w", events, err)
+		}
+		return nil
 	}
 }
 
@@ -356,7 +360,10 @@ func (s *Subscription) Unsubscribe(ctx context.Context, events ...string) error 
 	if errors.Is(err, errConnLost) {
 		return nil // the next connection subscribes without them
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("eventsrv: unsubscribe %q: %w", events, err)
+	}
+	return nil
 }
 
 // live returns the live connection, waiting for one.
@@ -382,10 +389,10 @@ func (s *Subscription) live(ctx context.Context) (*conn, error) {
 }
 
 // errConnLost fails the requests of a connection that ended.
-var errConnLost = errors.New("eventsrv: connection lost")
+var errConnLost = errors.New("connection lost")
 
 // errProtocol is a message from the server that does not fit the protocol.
-var errProtocol = errors.New("eventsrv: unexpected message from the server")
+var errProtocol = errors.New("unexpected message from the server")
 
 // conn is one WebSocket connection of a subscription.
 type conn struct {
@@ -831,7 +838,7 @@ func (s *Subscription) scheduleRefresh(cn *conn) {
 					// The server refused the new token: the connection
 					// would end with 4001 anyway; end the subscription now.
 					cn.mu.Lock()
-					cn.fatal = fmt.Errorf("eventsrv: the refreshed JWT was refused: %w", err)
+					cn.fatal = fmt.Errorf("the refreshed JWT was refused: %w", err)
 					cn.mu.Unlock()
 					closeGracefully(cn.ws)
 					return
@@ -853,7 +860,7 @@ func (s *Subscription) refresh(cn *conn) (time.Time, error) {
 		return time.Time{}, err
 	}
 	if tok == cn.token() {
-		return time.Time{}, errors.New("eventsrv: the JWT refresh returned the same token")
+		return time.Time{}, errors.New("the JWT refresh returned the same token")
 	}
 	msg, _ := json.Marshal(struct {
 		Authentication string   `json:"authentication"`

@@ -40,6 +40,10 @@ func exitCode(err error) int {
 	if errors.As(err, &u) {
 		return 2
 	}
+	var x *exitError // pub, sub and tail's 3 and 4 (see clientcmd.go)
+	if errors.As(err, &x) {
+		return x.code
+	}
 	return 1
 }
 
@@ -65,6 +69,9 @@ func commands() []command {
 		{"jwt", "print a JWT signed with JWT_SECRET (eventsrv jwt -h: its flags)", cli.jwt},
 		{"secret", "print a new random secret to set as JWT_SECRET", cli.secret},
 		{"healthcheck", "GET /healthz on the local listen server; exit 0 when healthy", cli.healthcheck},
+		{"pub", "publish an event, or JSON lines from stdin, to EVENTSRV_URL", cli.pub},
+		{"sub", "print events as they arrive; reconnects and resumes by itself", cli.sub},
+		{"tail", "print every event the token may see (sub to *)", cli.tail},
 		{"version", "print the version, commit and Go version (also --version)", cli.version},
 		{"help", "print this text; eventsrv help COMMAND describes one", cli.help},
 	}
@@ -439,6 +446,10 @@ Commands:
 		fmt.Fprintf(&b, "  %-12s %s\n", cmd.name, cmd.summary)
 	}
 	b.WriteString(`
+pub, sub and tail are clients of a server: they read EVENTSRV_URL (the
+listen server), EVENTSRV_BROADCAST_URL and EVENTSRV_TOKEN, and exit 3 when
+the token is refused and 4 when the server is unreachable (eventsrv pub -h).
+
 Settings are environment variables, read by serve, jwt and healthcheck; an
 empty one counts as unset. Durations take a unit (500ms, 25s, 2m, 1h); sizes
 take bytes or a unit (KB, MB, GB are ×1000; KiB, MiB, GiB ×1024: 64KiB, 1MB);
