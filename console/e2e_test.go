@@ -100,16 +100,26 @@ func TestConsoleInBrowser(t *testing.T) {
 		dir: dir,
 		env: map[string]string{
 			"BIND_ADDRESS":    "127.0.0.1",
-			"LISTEN_PORT":     strconv.Itoa(freePort(t)),
-			"BROADCAST_PORT":  strconv.Itoa(freePort(t)),
 			"METRICS_ADDRESS": "off",
 			"TOKENS_FILE":     tokensFile,
 			"JWT_SECRET":      secret,
 			"LOG_LEVEL":       "debug",
 		},
 	}
-	srv.start(nil)
 	t.Cleanup(srv.stop)
+	// A port found free may be taken by another test before the server
+	// binds it: then try others.
+	for attempt := 1; ; attempt++ {
+		srv.env["LISTEN_PORT"], srv.env["BROADCAST_PORT"] = strconv.Itoa(freePort(t)), strconv.Itoa(freePort(t))
+		err := srv.startErr(nil)
+		if err == nil {
+			break
+		}
+		if attempt == 3 {
+			t.Fatal(err)
+		}
+		srv.stop()
+	}
 
 	control := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost || r.URL.Path != "/restart" {
@@ -175,13 +185,6 @@ type eventsrv struct {
 
 	logMu sync.Mutex
 	logs  bytes.Buffer // every run's output
-}
-
-func (s *eventsrv) start(extra map[string]string) {
-	s.t.Helper()
-	if err := s.startErr(extra); err != nil {
-		s.t.Fatal(err)
-	}
 }
 
 // startErr starts the server with its settings and extra, and waits until
