@@ -44,7 +44,13 @@ func clusterSetup(t *testing.T, n int, extra map[string]string) (*natstest.Clust
 	eventsrvBinary(t)
 	start := time.Now()
 	c := natstest.StartCluster(t, 3)
-	env := map[string]string{"NATS_URL": c.URLs(), "NATS_REPLICAS": "3", "NATS_STREAM": stream}
+	env := map[string]string{"NATS_URL": c.URLs(), "NATS_REPLICAS": "3", "NATS_STREAM": stream,
+		// The stream keeps HISTORY_SIZE events per name. Publishers post
+		// flat out, some 1,000 a second without -race, and a feed may stall
+		// for 11 s (see TestE2ENATSNodeDies): with the default 1,000 the
+		// stream would drop events before a stalled feed reads them, which
+		// TestE2EFeedBehindLimits covers on its own.
+		"HISTORY_SIZE": "100000"}
 	maps.Copy(env, extra)
 	f := startFleet(t, n, env)
 	t.Logf("3 NATS nodes and %d instances ready in %v (instances: %s; eventsrv built in %v, race %v)",
@@ -710,4 +716,73 @@ func lastOf(ids []string) string {
 		return ""
 	}
 	return ids[len(ids)-1]
+}
+
+// A feed that falls behind further than the stream keeps: the node that
+// holds the instances' consumers goes while publishers post flat out, and
+// each stalled feed (2 s at least, see TestE2ENATSNodeDies) comes back to
+// a stream that kept only HISTORY_SIZE (5) events of each name meanwhile.
+// Live subscribers must not miss events silently: each gets every
+// acknowledged event of its names, or is closed and, resuming, told
+// recovered:false, as a single node tells a slow consumer.
+func TestE2EFeedBehindLimits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("about 10 s, a NATS node's loss again; not with -short")
+	}
+	c, f := clusterSetup(t, 3, map[string]string{"HISTORY_SIZE": "5", "NATS_PUBLISH_TIMEOUT": "1s"})
+	client := newHTTPClient(t)
+	l := newLedger()
+	var subs []*subscriber
+	for i := range 3 {
+		subs = append(subs, subscribe(t, f, f.get(i), fmt.Sprintf("i%d/order.created", i), "order.created"),
+			subscribe(t, f, f.get(i), fmt.Sprintf("i%d/*", i), "*"))
+	}
+	p := startPublishers(t, f, l, client, publishOpts{n: 2, names: names, retry: true})
+	waitAcked(t, l, 50, 30*time.Second)
+	var cnodes map[int][]string
+	require.Eventually(t, func() bool { cnodes = consumerNodes(t, c); return len(cnodes) > 0 },
+		10*time.Second, 10*time.Millisecond, "no node reports a consumer of the stream")
+	victim := -1
+	for i := range c.Len() {
+		if victim < 0 || len(cnodes[i]) > len(cnodes[victim]) {
+			victim = i
+		}
+	}
+	killedAt := time.Now()
+	c.Node(victim).Shutdown()
+	n := l.lastN()
+	waitPast(t, subs, n, 30*time.Second)
+	waitAcked(t, l, l.acked()+100, 30*time.Second)
+	p.halt(t)
+	fence(t, f, l, client, subs)
+	t.Logf("node %s, holding consumers %v of %v, shut down; %s; %d events acknowledged",
+		c.Node(victim).Name(), cnodes[victim], cnodes, measureStall(subs, l, killedAt, time.Now()), l.acked())
+
+	for _, s := range subs {
+		got, inits, drops, _ := s.snapshot()
+		seen := map[int]bool{}
+		for _, d := range got {
+			seen[d.n] = true
+		}
+		var missed []history.ID
+		for _, r := range l.all() {
+			if r.acked && subscribed(s.names, r.name) && !seen[r.n] {
+				id, _ := history.ParseID(r.id)
+				missed = append(missed, id)
+			}
+		}
+		told := false
+		for _, in := range inits[1:] {
+			told = told || !in.recovered
+		}
+		switch {
+		case len(missed) == 0:
+			t.Logf("subscriber %s: got every event (%d connections)", s.label, len(inits))
+		case told:
+			t.Logf("subscriber %s: missed %s, and was told: resumed with recovered:false (drops %v)", s.label, seqRanges(missed), drops)
+		default:
+			t.Errorf("subscriber %s (on %s) missed %d acknowledged events, %s, without being told: %d connection(s), no recovered:false (inits %+v)",
+				s.label, s.home, len(missed), seqRanges(missed), len(inits), inits)
+		}
+	}
 }

@@ -229,6 +229,20 @@ func (in *instance) kill() {
 	<-in.exited
 }
 
+// pause stops the process (SIGSTOP) without closing anything: its
+// connections stay open, unanswered. Publishers and resuming subscribers
+// leave it alone until cont.
+func (in *instance) pause() {
+	in.dead.Store(true)
+	_ = in.cmd.Process.Signal(syscall.SIGSTOP)
+}
+
+// cont lets a paused process run again (SIGCONT).
+func (in *instance) cont() {
+	_ = in.cmd.Process.Signal(syscall.SIGCONT)
+	in.dead.Store(false)
+}
+
 // terminate sends SIGTERM and waits up to timeout for the process to exit,
 // then kills it. It returns the exit error (nil for status 0).
 func (in *instance) terminate(timeout time.Duration) error {
@@ -238,6 +252,7 @@ func (in *instance) terminate(timeout time.Duration) error {
 		return in.err
 	default:
 	}
+	_ = in.cmd.Process.Signal(syscall.SIGCONT) // in case it was paused
 	_ = in.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-in.exited:
@@ -1001,13 +1016,66 @@ func checkDeliveries(t *testing.T, l *ledger, subs []*subscriber, o checkOptions
 				byID[d.id] = d.n
 			}
 		}
+		var missed []history.ID
 		for _, r := range l.all() {
 			if r.acked && subscribed(s.names, r.name) && seen[r.n] == 0 {
 				errorf("missed acknowledged event %s n=%d (%q)", r.id, r.n, r.name)
+				id, _ := history.ParseID(r.id)
+				missed = append(missed, id)
 			}
 		}
 		errorf(done)
+		if len(missed) > 0 {
+			t.Errorf("subscriber %s (on %s) missed %d acknowledged events, in %s; it received %s",
+				s.label, s.home, len(missed), seqRanges(missed), seqRanges(idsOf(got)))
+		}
 	}
+}
+
+func idsOf(got []delivery) []history.ID {
+	ids := make([]history.ID, len(got))
+	for i, d := range got {
+		ids[i] = d.hid
+	}
+	return ids
+}
+
+// seqRanges describes IDs by their sequence numbers, as ranges: the
+// ranges a subscriber received or missed ("3-17, 20-25 of epoch E"), with
+// the gaps in them up to 2 wide taken in, since each subscriber gets only
+// the events of its names.
+func seqRanges(ids []history.ID) string {
+	if len(ids) == 0 {
+		return "nothing"
+	}
+	ids = slices.Clone(ids)
+	slices.SortFunc(ids, func(a, b history.ID) int {
+		if idLess(a, b) {
+			return -1
+		}
+		if idLess(b, a) {
+			return 1
+		}
+		return 0
+	})
+	var parts []string
+	from := ids[0]
+	prev := ids[0]
+	flush := func() {
+		parts = append(parts, fmt.Sprintf("%d-%d", from.Seq, prev.Seq))
+	}
+	for _, id := range ids[1:] {
+		if id.Epoch != prev.Epoch || id.Seq > prev.Seq+3 {
+			flush()
+			from = id
+		}
+		prev = id
+	}
+	flush()
+	if len(parts) > 12 {
+		parts = append(parts[:6], append([]string{fmt.Sprintf("(%d ranges)", len(parts)-12)}, parts[len(parts)-6:]...)...)
+	}
+	return fmt.Sprintf("seqs %s (epoch %d)", strings.Join(parts, ", "), ids[0].Epoch)
 }
 
 // subscribed reports whether a subscription to names gets event name: a
