@@ -69,7 +69,8 @@ func WithToken(token string) Option {
 // when a quarter of the token's lifetime is left, at most a minute before
 // exp). A Subscription then sends the new token on its live connection, so
 // the server never closes it with 4001. jwt may be empty when refresh is
-// given: refresh is then called for the first one.
+// given: refresh is then called for the first one. refresh must return
+// when its context ends (Close waits for it).
 func WithJWT(jwt string, refresh func(ctx context.Context) (string, error)) Option {
 	return func(c *Client) {
 		c.creds = &credentials{scheme: "Bearer", refresh: refresh}

@@ -117,8 +117,9 @@ func BufferSize(n int) SubscribeOption { return func(c *subConfig) { c.buffer = 
 func IdleTimeout(d time.Duration) SubscribeOption { return func(c *subConfig) { c.idle = d } }
 
 // WaitForServer makes Subscribe retry a first connection that fails for a
-// network reason (with the reconnect backoff, until ctx ends) instead of
-// returning the error: for a program that may start before the server.
+// network reason or with a 5xx (with the reconnect backoff, until ctx
+// ends) instead of returning the error: for a program that may start
+// before the server.
 func WaitForServer() SubscribeOption { return func(c *subConfig) { c.wait = true } }
 
 // Subscription is a live subscription: it reconnects by itself when its
@@ -199,7 +200,7 @@ func (c *Client) Subscribe(ctx context.Context, events []string, opts ...Subscri
 			first = cn
 			break
 		}
-		if !cfg.wait || !errors.Is(err, ErrUnreachable) || !sleep(ctx, cfg.backoff.delay(attempt)) {
+		if !cfg.wait || !waitable(err) || !sleep(ctx, cfg.backoff.delay(attempt)) {
 			if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
 				err = fmt.Errorf("%w: %w", context.Cause(ctx), err)
 			}
@@ -214,6 +215,14 @@ func (c *Client) Subscribe(ctx context.Context, events []string, opts ...Subscri
 		close(s.done)
 	}()
 	return s, nil
+}
+
+// waitable reports whether WaitForServer waits through a first
+// connection's failure: a network error, or a proxy's 5xx while the
+// server is down.
+func waitable(err error) bool {
+	var e *Error
+	return errors.Is(err, ErrUnreachable) || (errors.As(err, &e) && e.Status >= 500)
 }
 
 // Events yields the subscription's events in order. An error is yielded
@@ -396,9 +405,10 @@ var errProtocol = errors.New("unexpected message from the server")
 
 // conn is one WebSocket connection of a subscription.
 type conn struct {
-	ws   *websocket.Conn
-	wake chan struct{} // the subscription's room: a blocked reader rechecks awaiting
-	stop func() bool   // stops closing the connection when the context ends
+	ws     *websocket.Conn
+	wake   chan struct{} // the subscription's room: a blocked reader rechecks awaiting
+	stop   func() bool   // stops closing the connection when the context ends
+	closed chan struct{} // closed once that close, when it ran, is done
 
 	writeMu sync.Mutex // one writer at a time
 	mu      sync.Mutex
@@ -477,9 +487,17 @@ func (cn *conn) token() string {
 	return cn.auth
 }
 
+// stopClosing stops the close on the context's end, or waits for it to
+// be done if it began: Close returns only when no goroutine is left.
+func (cn *conn) stopClosing() {
+	if !cn.stop() {
+		<-cn.closed
+	}
+}
+
 // end fails the pending requests; the connection takes no more.
 func (cn *conn) end() {
-	cn.stop()
+	cn.stopClosing()
 	cn.ws.Close()
 	cn.mu.Lock()
 	cn.dead = true
@@ -545,9 +563,13 @@ func (s *Subscription) connectWith(stale string) (*conn, error) {
 		}
 		return err
 	})
-	cn.stop = context.AfterFunc(ctx, func() { closeGracefully(ws) })
+	cn.closed = make(chan struct{})
+	cn.stop = context.AfterFunc(ctx, func() {
+		closeGracefully(ws)
+		close(cn.closed)
+	})
 	fail := func(err error) (*conn, error) {
-		cn.stop()
+		cn.stopClosing()
 		ws.Close()
 		return nil, err
 	}

@@ -370,25 +370,36 @@ func TestClientPublishRetriesWhileRefused(t *testing.T) {
 
 // An answer lost on the way back makes Publish retry with the same
 // Idempotency-Key: the server answers the first event's ID, and the event
-// is delivered once.
+// is delivered once; on one instance (keys in memory) and with JetStream
+// (NATS_EMBED: the keys are JetStream's message IDs, as in cluster mode).
 func TestClientPublishLostAnswerIsNotRepeated(t *testing.T) {
-	clNoLeaks(t)
-	s := startServer(t, nil)
-	_, items := clSubscribe(t, clClient(t, s), []string{"k"})
-	proxy := newCutProxy(t, strings.TrimPrefix(s.listenURL, "http://"), func(n int) cutPlan {
-		return cutPlan{anyAnswer: n == 1}
-	})
-	pub, err := client.New("http://"+proxy.addr(), client.WithToken(testToken), client.WithPublishRetry(5, 10*time.Millisecond, 50*time.Millisecond))
-	require.NoError(t, err)
-	defer pub.Close()
-	id, err := pub.Publish(t.Context(), "k", 1)
-	require.NoError(t, err)
-	cuts, _, _, _ := proxy.stats()
-	assert.Equal(t, 1, cuts, "the first answer was lost")
-	ev := clEvent(t, items)
-	assert.Equal(t, id, ev.ID, "the retry was answered with the first event's ID")
-	s.publish("k", "2")
-	assert.Equal(t, "2", string(clEvent(t, items).Data), "the retry was not delivered again")
+	for _, mode := range []struct {
+		name string
+		env  func(t *testing.T) map[string]string
+	}{
+		{"one instance", func(*testing.T) map[string]string { return nil }},
+		{"JetStream", func(t *testing.T) map[string]string { return map[string]string{"NATS_EMBED": t.TempDir()} }},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			clNoLeaks(t)
+			s := startServer(t, mode.env(t))
+			_, items := clSubscribe(t, clClient(t, s), []string{"k"})
+			proxy := newCutProxy(t, strings.TrimPrefix(s.listenURL, "http://"), func(n int) cutPlan {
+				return cutPlan{anyAnswer: n == 1}
+			})
+			pub, err := client.New("http://"+proxy.addr(), client.WithToken(testToken), client.WithPublishRetry(5, 10*time.Millisecond, 50*time.Millisecond))
+			require.NoError(t, err)
+			defer pub.Close()
+			id, err := pub.Publish(t.Context(), "k", 1)
+			require.NoError(t, err)
+			cuts, _, _, _ := proxy.stats()
+			assert.Equal(t, 1, cuts, "the first answer was lost")
+			ev := clEvent(t, items)
+			assert.Equal(t, id, ev.ID, "the retry was answered with the first event's ID")
+			s.publish("k", "2")
+			assert.Equal(t, "2", string(clEvent(t, items).Data), "the retry was not delivered again")
+		})
+	}
 }
 
 // A JWT is refreshed before it expires, on the live connection: the
