@@ -1,0 +1,116 @@
+package queue
+
+import (
+	"container/heap"
+	"log/slog"
+	"time"
+)
+
+// timerHeap holds the offered and working tasks, earliest deadline first. A
+// task is in it at most once (it is either offered or working), and knows
+// its index, so that an answer removes its deadline in O(log n) rather than
+// leaving it to fire.
+type timerHeap []*task
+
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(i, j int) bool { return h[i].deadline.Before(h[j].deadline) }
+func (h timerHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].hidx = i
+	h[j].hidx = j
+}
+func (h *timerHeap) Push(x any) {
+	t := x.(*task)
+	t.hidx = len(*h)
+	*h = append(*h, t)
+}
+func (h *timerHeap) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	t.hidx = -1
+	return t
+}
+
+// schedule sets t's deadline, waking the timer goroutine when it is
+// earlier than the one the goroutine sleeps until. Deadlines mostly grow
+// (now plus a fixed timeout), so that the goroutine is rarely woken early.
+func (m *Manager) schedule(t *task, at time.Time) {
+	t.deadline = at
+	if t.hidx >= 0 {
+		heap.Fix(&m.timers, t.hidx)
+	} else {
+		heap.Push(&m.timers, t)
+	}
+	if t.hidx == 0 && (m.armed.IsZero() || at.Before(m.armed)) {
+		m.armed = at
+		select {
+		case m.wake <- struct{}{}:
+		default: // a wake-up is already pending
+		}
+	}
+}
+
+func (m *Manager) unschedule(t *task) {
+	if t.hidx >= 0 {
+		heap.Remove(&m.timers, t.hidx)
+	}
+}
+
+// run is the timer goroutine: it sleeps until the earliest deadline, or
+// until schedule wakes it for an earlier one, and expires what is due. A
+// deadline removed by an answer is not unarmed: the goroutine wakes for it
+// and sleeps again until the next.
+func (m *Manager) run() {
+	defer close(m.stopped)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		now := time.Now()
+		m.mu.Lock()
+		m.expire(now)
+		var next time.Time
+		if len(m.timers) > 0 {
+			next = m.timers[0].deadline
+		}
+		m.armed = next
+		m.unlock()
+		timer.Stop()
+		if !next.IsZero() {
+			timer.Reset(time.Until(next))
+		}
+		select {
+		case <-m.done:
+			return
+		case <-m.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// expire handles the deadlines due by now: an offer left unanswered is
+// refused, and a Complete task not done goes back; either way the worker is
+// told "expired".
+func (m *Manager) expire(now time.Time) {
+	for len(m.timers) > 0 && !m.timers[0].deadline.After(now) {
+		t := heap.Pop(&m.timers).(*task)
+		h, q := t.holder, t.q
+		switch t.state {
+		case offered:
+			q.offers--
+			q.c.timedOut++
+			t.marks[h] |= markRefused
+		case working:
+			q.working--
+			q.c.taskTimedOut++
+			t.marks[h] |= markRefused | markLost
+			m.logf(slog.LevelInfo, "queue task timed out before done", "queue", q.name, "id", t.id, "subject", h.subject, "attempt", t.attempt)
+		default:
+			continue
+		}
+		m.release(h, t)
+		m.requeue(t)
+		m.tell(h, Notice{Kind: KindExpired, Queue: q.name, ID: t.id, Attempt: t.attempt})
+	}
+}
