@@ -1,5 +1,6 @@
 // Package admin owns the operator's endpoints on the listen server:
-// GET /admin/status, GET /admin/clients and POST /admin/clients/{id}/close,
+// GET /admin/status, /admin/clients and /admin/queues, and POST
+// /admin/clients/{id}/close,
 // for tokens with the admin permission. Their answers hold no credential.
 package admin
 
@@ -14,6 +15,7 @@ import (
 	"eventsrv/auth"
 	"eventsrv/broadcast"
 	"eventsrv/internal/jsonhttp"
+	"eventsrv/queue"
 )
 
 // Authenticator checks the Authorization header's value.
@@ -33,6 +35,8 @@ type Info struct {
 	Version string
 	Started time.Time
 	Log     *slog.Logger // where closes by an admin are logged
+	// Queues, when set, reports the work queues for GET /admin/queues.
+	Queues func() []queue.QueueStats
 }
 
 type handler struct {
@@ -55,6 +59,8 @@ func NewHandler(a Authenticator, hub Hub, info Info) http.Handler {
 			serve = h.status
 		case r.URL.Path == "/admin/clients":
 			serve = h.clients
+		case r.URL.Path == "/admin/queues":
+			serve = h.queues
 		case strings.HasPrefix(r.URL.Path, "/admin/clients/") && strings.HasSuffix(r.URL.Path, "/close"):
 			id, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/admin/clients/"), "/close"), 10, 64)
 			if err != nil {
@@ -64,7 +70,7 @@ func NewHandler(a Authenticator, hub Hub, info Info) http.Handler {
 			method = http.MethodPost
 			serve = func(w http.ResponseWriter) { h.closeClient(w, r, id) }
 		default:
-			jsonhttp.Error(w, http.StatusNotFound, "NOT_FOUND", "no such admin endpoint: GET /admin/status or /admin/clients, POST /admin/clients/{id}/close")
+			jsonhttp.Error(w, http.StatusNotFound, "NOT_FOUND", "no such admin endpoint: GET /admin/status, /admin/clients or /admin/queues, POST /admin/clients/{id}/close")
 			return
 		}
 		if r.Method != method && (method != http.MethodGet || r.Method != http.MethodHead) {
@@ -112,6 +118,42 @@ func (h *handler) closeClient(w http.ResponseWriter, r *http.Request, id uint64)
 	}
 	h.info.Log.Info("client closed by admin", "client", id, "admin_remote", r.RemoteAddr)
 	jsonhttp.Write(w, http.StatusOK, []byte(`{"code":"OK"}`))
+}
+
+// queueJSON is a work queue's state in GET /admin/queues.
+type queueJSON struct {
+	Name          string  `json:"name"`
+	Depth         int     `json:"depth"`
+	Offering      int     `json:"offering"`
+	Working       int     `json:"working"`
+	Workers       int     `json:"workers"`
+	Added         uint64  `json:"added"`
+	Full          uint64  `json:"refused_full"`
+	Offered       uint64  `json:"offered"`
+	Reoffered     uint64  `json:"reoffered"`
+	Assigned      uint64  `json:"assigned"`
+	Taken         uint64  `json:"taken"`
+	Rejected      uint64  `json:"rejected"`
+	TimedOut      uint64  `json:"timed_out"`
+	TaskTimedOut  uint64  `json:"task_timed_out"`
+	Abandoned     uint64  `json:"abandoned"`
+	Done          uint64  `json:"done"`
+	OldestWaiting float64 `json:"oldest_waiting_seconds"`
+}
+
+// queues lists the work queues.
+func (h *handler) queues(w http.ResponseWriter) {
+	out := []queueJSON{}
+	if h.info.Queues != nil {
+		for _, q := range h.info.Queues() {
+			out = append(out, queueJSON{q.Name, q.Depth, q.Offering, q.Working, q.Workers, q.Added, q.Full, q.Offered,
+				q.Reoffered, q.Assigned, q.Taken, q.Rejected, q.TimedOut, q.TaskTimedOut, q.Abandoned, q.Done,
+				q.OldestWaiting.Seconds()})
+		}
+	}
+	jsonhttp.Value(w, http.StatusOK, struct {
+		Queues []queueJSON `json:"queues"`
+	}{out})
 }
 
 // clients lists every subscriber.

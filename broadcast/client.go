@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"eventsrv/auth"
+	"eventsrv/queue"
 )
 
 // Close codes and reasons this server sends. Every close says why, with the
@@ -70,6 +71,11 @@ type client struct {
 	// raw is nc when it can be written without blocking (plain TCP), so
 	// that flushers may write it; nil otherwise (TLS).
 	raw *lockedConn
+
+	// worker is the connection as a taker of tasks from work queues, once
+	// it has sent a work message (or opened GET /queue/{name}/wait); the
+	// reader sets it under authMu.
+	worker *queue.Worker
 
 	// stamp is the hub's stamp of the last event queued to c through a
 	// topic that shared the event with another (see Hub.fanout); under
@@ -241,4 +247,16 @@ func (c *client) abort() {
 		return
 	}
 	_ = c.nc.Close()
+}
+
+// leaveWork gives back the tasks a worker held, at its teardown: its open
+// offers count as refused, its assigned tasks that needed completion go
+// back to their queues.
+func (c *client) leaveWork() {
+	c.authMu.Lock()
+	w := c.worker
+	c.authMu.Unlock()
+	if w != nil {
+		c.hub.opts.Queues.Leave(w)
+	}
 }

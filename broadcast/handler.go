@@ -51,6 +51,10 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveSSE(w, r)
 		return
 	}
+	if strings.HasPrefix(r.URL.Path, "/queue/") && !websocket.IsWebSocketUpgrade(r) {
+		h.serveQueue(w, r)
+		return
+	}
 	if !websocket.IsWebSocketUpgrade(r) {
 		w.Header().Set("Upgrade", "websocket")
 		writeError(w, http.StatusUpgradeRequired, "UPGRADE_REQUIRED",

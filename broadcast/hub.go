@@ -70,6 +70,9 @@ type Options struct {
 	// this server: where to publish instead (", and publish with POST
 	// /event on the listen server, port 8080").
 	Elsewhere string
+	// Queues, when set, lets connections take tasks from work queues
+	// (work.go).
+	Queues Queues
 	// Fed makes the hub a follower of a shared, ordered stream (a cluster's
 	// JetStream stream): its events and their IDs come from Deliver, the
 	// epoch with them, and Publish is refused, so that no event reaches

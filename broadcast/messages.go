@@ -55,7 +55,7 @@ var (
 	initOK           = okFrame(typeInit)
 	subscribeOK      = okFrame(typeSubscribe)
 	unsubscribeOK    = okFrame(typeUnsubscribe)
-	invalidTypeReply = (&refusal{InitInvalidType, `"type" must be "init", "subscribe" or "unsubscribe"`}).reply(typeError)
+	invalidTypeReply = (&refusal{InitInvalidType, `"type" must be "init", "subscribe", "unsubscribe", or for work queues "work", "assign", "reject" or "done"`}).reply(typeError)
 )
 
 // handleMessage answers one message from the subscriber.
@@ -72,6 +72,8 @@ func (c *client) handleMessage(msg []byte) {
 		c.handleSubscribe(in, err)
 	case typeUnsubscribe:
 		c.handleUnsubscribe(in, err)
+	case typeWork, typeAssign, typeReject, typeDone:
+		c.handleWork(in.Type, msg)
 	default:
 		c.enqueue(invalidTypeReply)
 	}

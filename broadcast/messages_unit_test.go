@@ -72,7 +72,7 @@ func TestSubscribeAndUnsubscribeAtRunTime(t *testing.T) {
 	send(t, one, `{"type":"subscribe","events":["b"],"since":1}`)
 	assert.Equal(t, `{"type":"subscribe","code":"INVALID_SYNTAX","message":"invalid message: \"since\" must be a string: the last event ID received, or \"\" on a first connection"}`, readText(t, one))
 	send(t, one, `{"type":"bogus","events":["b"]}`)
-	assert.Equal(t, `{"type":"error","code":"INVALID_TYPE","message":"\"type\" must be \"init\", \"subscribe\" or \"unsubscribe\""}`, readText(t, one))
+	assert.Equal(t, `{"type":"error","code":"INVALID_TYPE","message":"\"type\" must be \"init\", \"subscribe\", \"unsubscribe\", or for work queues \"work\", \"assign\", \"reject\" or \"done\""}`, readText(t, one))
 	assert.Equal(t, map[string]int{"b": 2}, topicMembers(h), "refused messages change nothing")
 }
 

@@ -220,6 +220,7 @@ func (c *client) teardown(code int, reason string) {
 	defer c.hub.readers.Done()
 	c.hub.poll.remove(c)
 	c.hub.unsubscribe(c, c.subs)
+	c.leaveWork()
 	c.hub.deregister(c)
 	c.close(code, reason)
 	<-c.writerDone

@@ -72,6 +72,7 @@ var statusOf = map[Code]int{
 	CodeUnavailable:            http.StatusServiceUnavailable,
 	CodeNameTooLong:            http.StatusBadRequest,
 	CodeInvalidKey:             http.StatusBadRequest,
+	CodeQueueFull:              http.StatusTooManyRequests,
 }
 
 // Options are the listen server's limits.
@@ -86,6 +87,8 @@ type Options struct {
 	// TaskIdleTimeout bounds the silence between two lines of a task
 	// stream (POST /task); 0: 10 minutes.
 	TaskIdleTimeout time.Duration
+	// Queues, when set, takes tasks for work queues: POST /queue/{name}.
+	Queues Enqueuer
 }
 
 // Counter counts answers, for metrics.
@@ -115,6 +118,10 @@ func NewHandler(a Authenticator, pub Publisher, opts Options) http.Handler {
 		case "/task":
 			h.task(w, r)
 		default:
+			if strings.HasPrefix(r.URL.Path, "/queue/") {
+				h.enqueue(w, r)
+				return
+			}
 			writeError(w, CodeNotFound, "no such path: this server publishes with POST /event (and POST /task for task streams)")
 		}
 	})

@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"eventsrv/queue"
 )
 
 // Metrics is the set of eventsrv's metrics in one registry.
@@ -192,4 +194,46 @@ func (m *Metrics) TokensReloaded(ok bool) {
 		result = "error"
 	}
 	m.tokenReloads.WithLabelValues(result).Inc()
+}
+
+// WatchQueues adds the work queues' state, read when scraped.
+func (m *Metrics) WatchQueues(stats func() []queue.QueueStats) {
+	m.reg.MustRegister(&queueCollector{stats: stats,
+		depth: prometheus.NewDesc("eventsrv_queue_depth",
+			"Work queue tasks waiting for an offer.", []string{"queue"}, nil),
+		workers: prometheus.NewDesc("eventsrv_queue_workers",
+			"Workers connected to a work queue.", []string{"queue"}, nil),
+		oldest: prometheus.NewDesc("eventsrv_queue_oldest_waiting_seconds",
+			"Age of a work queue's oldest waiting task; 0 when none waits.", []string{"queue"}, nil),
+		tasks: prometheus.NewDesc("eventsrv_queue_tasks_total",
+			"Work queue task events: added, refused_full, offered, reoffered, assigned, taken, rejected, timed_out, task_timed_out, abandoned, done.",
+			[]string{"queue", "event"}, nil),
+	})
+}
+
+type queueCollector struct {
+	stats                         func() []queue.QueueStats
+	depth, workers, oldest, tasks *prometheus.Desc
+}
+
+func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.depth
+	ch <- c.workers
+	ch <- c.oldest
+	ch <- c.tasks
+}
+
+func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, q := range c.stats() {
+		ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(q.Depth), q.Name)
+		ch <- prometheus.MustNewConstMetric(c.workers, prometheus.GaugeValue, float64(q.Workers), q.Name)
+		ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, q.OldestWaiting.Seconds(), q.Name)
+		for event, n := range map[string]uint64{
+			"added": q.Added, "refused_full": q.Full, "offered": q.Offered, "reoffered": q.Reoffered,
+			"assigned": q.Assigned, "taken": q.Taken, "rejected": q.Rejected, "timed_out": q.TimedOut,
+			"task_timed_out": q.TaskTimedOut, "abandoned": q.Abandoned, "done": q.Done,
+		} {
+			ch <- prometheus.MustNewConstMetric(c.tasks, prometheus.CounterValue, float64(n), q.Name, event)
+		}
+	}
 }

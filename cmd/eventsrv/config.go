@@ -36,6 +36,12 @@ type config struct {
 	MetricsAddress     string `env:"METRICS_ADDRESS" envDefault:"127.0.0.1:8082" help:"host:port where GET /metrics is served; off: not served"`
 	CORSAllowedOrigins string `env:"CORS_ALLOWED_ORIGINS" help:"browser origins that may POST /event and subscribe, comma-separated (https://app.example.com), or *; unset: no CORS headers, so pages from other origins cannot read POST answers or use EventSource, while WebSockets are accepted from any origin"`
 
+	// Work queues (package queue).
+	QueueMaxTasks int `env:"QUEUE_MAX_TASKS" envDefault:"10000" help:"most unfinished tasks one work queue holds; past it POST /queue/{name} answers 429 QUEUE_FULL"`
+	// QueueTasks' operators had 40 s; under a second no person answers.
+	OfferTimeout time.Duration `env:"OFFER_TIMEOUT" envDefault:"40s" min:"10ms" warn:"1s" help:"how long a worker has to assign or reject an offered task before it goes to the next worker"`
+	TaskTimeout  time.Duration `env:"TASK_TIMEOUT" envDefault:"5m" min:"10ms" warn:"1s" help:"how long after its assignment a task added with ?complete=1 has to be marked done before it is offered again"`
+
 	// A job may be quiet for a while; under a second no job reports.
 	TaskIdleTimeout time.Duration `env:"TASK_IDLE_TIMEOUT" envDefault:"10m" min:"10ms" warn:"1s" help:"longest silence between two lines of a task stream (POST /task) before the task fails"`
 
@@ -317,6 +323,7 @@ func (c config) validate() error {
 	check(c.MaxBodyBytes > 0, "MAX_BODY_BYTES", "%d is not a positive size", c.MaxBodyBytes)
 	check(c.MaxMessageBytes >= 256, "MAX_MESSAGE_BYTES", "%d is under the minimum, 256", c.MaxMessageBytes)
 	check(c.MaxSubscriptions > 0, "MAX_SUBSCRIPTIONS", "%d is not positive", c.MaxSubscriptions)
+	check(c.QueueMaxTasks > 0, "QUEUE_MAX_TASKS", "%d is not positive", c.QueueMaxTasks)
 	check(c.MaxEventNameBytes > 0, "MAX_EVENT_NAME_BYTES", "%d is not positive", c.MaxEventNameBytes)
 	check(c.ResumeMaxEvents >= 0, "RESUME_MAX_EVENTS", "%d is negative (0: no bound)", c.ResumeMaxEvents)
 	check(c.ResumeMaxBytes >= 0, "RESUME_MAX_BYTES", "%d is negative (0: no bound)", c.ResumeMaxBytes)

@@ -30,6 +30,7 @@ import (
 	"eventsrv/internal/logthrottle"
 	"eventsrv/listen"
 	"eventsrv/metrics"
+	"eventsrv/queue"
 )
 
 // run is the whole program; main only hands it the process's context,
@@ -79,6 +80,11 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	origins, _ := cors.Parse(cfg.CORSAllowedOrigins) // validated with the configuration
 	ports := &boundPorts{}
+	// Work queues live in this process (in memory: lost at a restart).
+	queues := queue.NewManager(queue.Options{MaxTasks: cfg.QueueMaxTasks, OfferTimeout: cfg.OfferTimeout,
+		TaskTimeout: cfg.TaskTimeout, Log: log})
+	defer queues.Close()
+	m.WatchQueues(queues.Stats)
 	var hist broadcast.History
 	if cfg.HistorySize > 0 {
 		mem := history.NewMemory(history.Limits{Size: cfg.HistorySize, TTL: cfg.HistoryTTL, MaxBytes: cfg.HistoryMaxBytes})
@@ -86,14 +92,14 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		hist = mem
 	}
 	hub := broadcast.NewHub(authn, broadcast.Options{
-		QueueMaxBytes:     cfg.QueueMaxBytes,
-		WriteTimeout:      cfg.WriteTimeout,
-		PingInterval:      cfg.PingInterval,
-		InitTimeout:       cfg.InitTimeout,
-		MaxMessageBytes:   cfg.MaxMessageBytes,
-		MaxSubscriptions:  cfg.MaxSubscriptions,
-		Log:               log,
-		Metrics:           m,
+		QueueMaxBytes:    cfg.QueueMaxBytes,
+		WriteTimeout:     cfg.WriteTimeout,
+		PingInterval:     cfg.PingInterval,
+		InitTimeout:      cfg.InitTimeout,
+		MaxMessageBytes:  cfg.MaxMessageBytes,
+		MaxSubscriptions: cfg.MaxSubscriptions,
+		Log:              log,
+		Metrics:          m,
 		CheckOrigin: func(r *http.Request) bool {
 			return origins.Allowed(r.Header.Get("Origin")) || trustsConsole(cfg, r, int(ports.listen.Load()))
 		},
@@ -103,6 +109,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		MaxEventNameBytes: cfg.MaxEventNameBytes,
 		Elsewhere:         broadcastElsewhere(cfg),
 		Fed:               cfg.clustered(),
+		Queues:            queues,
 		// A resume ahead of this instance's feed waits for it, within the
 		// init's own time.
 		ResumeWait: min(10*time.Second, cfg.InitTimeout/2),
@@ -131,9 +138,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		publisher, probes.ready = bus, bus.Ready
 	}
 	listenOpts := listen.Options{MaxBodyBytes: cfg.MaxBodyBytes, MaxEventNameBytes: cfg.MaxEventNameBytes, Log: log, Metrics: m,
-		TaskIdleTimeout: cfg.TaskIdleTimeout}
+		TaskIdleTimeout: cfg.TaskIdleTimeout, Queues: queues}
 
-	adminHandler := admin.NewHandler(authn, hub, admin.Info{Version: version(), Started: time.Now(), Log: log})
+	adminHandler := admin.NewHandler(authn, hub, admin.Info{Version: version(), Started: time.Now(), Log: log, Queues: queues.Stats})
 	listenHandler := listen.NewHandler(authn, publisher, listenOpts)
 	whoami := admin.NewWhoami(authn)
 	consoleHandler := consoleRoutes(cfg, ports)
