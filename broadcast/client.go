@@ -25,6 +25,7 @@ const (
 	closeTokenExpired  = 4001                            // the credential of the last init expired
 	closeTokenRevoked  = 4003                            // the credential was withdrawn, or narrowed below what is subscribed
 	closeByAdmin       = 4002                            // an operator closed it (POST /admin/clients/{id}/close)
+	closeEventsLost    = 4005                            // cluster mode: the stream dropped events before this instance was fed them
 
 	reasonSlow        = "slow consumer"
 	reasonPingTimeout = "ping timeout"
@@ -33,6 +34,7 @@ const (
 	reasonRevoked     = "token revoked"
 	reasonNarrowed    = "permissions changed"
 	reasonByAdmin     = "closed by admin"
+	reasonEventsLost  = "events lost"
 )
 
 // client is one WebSocket subscriber. Its reader (reader.go) owns the

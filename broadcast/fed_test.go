@@ -32,7 +32,7 @@ func initResume(t *testing.T, url, since string, events ...string) (ids []string
 
 // A fed hub takes its IDs from the stream: Publish is refused, so that no
 // event reaches local subscribers by a path of its own, and delivered
-// events keep the stream's epoch and sequence, gaps included.
+// events keep the stream's epoch and sequence.
 func TestFedHubKeepsTheStreamsIDs(t *testing.T) {
 	h, url := fedHub(t, time.Second)
 	_, err := h.Publish("a", []byte(`1`))
@@ -45,10 +45,10 @@ func TestFedHubKeepsTheStreamsIDs(t *testing.T) {
 	h.Deliver(history.ID{Epoch: 50, Seq: 3}, "a", []byte(`{"n":3}`))
 	h.Deliver(history.ID{Epoch: 50, Seq: 3}, "a", []byte(`{"n":3}`)) // again: ignored
 	h.Deliver(history.ID{Epoch: 50, Seq: 2}, "a", []byte(`{"n":2}`)) // older: ignored
-	h.Deliver(history.ID{Epoch: 50, Seq: 9}, "a", []byte(`{"n":9}`))
+	h.Deliver(history.ID{Epoch: 50, Seq: 4}, "a", []byte(`{"n":4}`))
 	assert.Equal(t, `{"type":"event","id":"50-3","event":"a","data":{"n":3}}`, readText(t, conn))
-	assert.Equal(t, `{"type":"event","id":"50-9","event":"a","data":{"n":9}}`, readText(t, conn))
-	assert.Equal(t, history.ID{Epoch: 50, Seq: 9}, h.Fed())
+	assert.Equal(t, `{"type":"event","id":"50-4","event":"a","data":{"n":4}}`, readText(t, conn))
+	assert.Equal(t, history.ID{Epoch: 50, Seq: 4}, h.Fed())
 }
 
 // Resumes on a fed hub: a gap in the stream's sequence (events its limits
@@ -132,4 +132,26 @@ func TestFedHubNewEpoch(t *testing.T) {
 	ids, recovered, _ = initResume(t, url, "60-1", "a")
 	assert.False(t, recovered)
 	assert.Empty(t, ids)
+}
+
+// A gap after the hub has been fed is a loss for live subscribers (the
+// stream's limits dropped events before this instance was fed them): they
+// are closed with 4005 "events lost" and resume. A skipped event (not
+// eventsrv's) is no loss.
+func TestFedHubGapClosesSubscribers(t *testing.T) {
+	h, url := fedHub(t, time.Second)
+	h.SetEpoch(50)
+	h.Deliver(history.ID{Epoch: 50, Seq: 4}, "a", []byte(`4`)) // the first: no loss
+	conn := dial(t, url)
+	send(t, conn, `{"authentication":"`+goodCreds+`","events":["a"]}`)
+	require.Equal(t, `{"type":"init","code":"OK"}`, readText(t, conn))
+	h.Skip(history.ID{Epoch: 50, Seq: 5})
+	h.Deliver(history.ID{Epoch: 50, Seq: 6}, "a", []byte(`6`))
+	assert.Equal(t, `{"type":"event","id":"50-6","event":"a","data":6}`, readText(t, conn), "a skipped event loses nothing")
+	h.Deliver(history.ID{Epoch: 50, Seq: 9}, "a", []byte(`9`))
+	ce := readCloseError(t, conn)
+	assert.Equal(t, 4005, ce.Code)
+	assert.Equal(t, "events lost", ce.Text)
+	_, recovered, _ := initResume(t, url, "50-6", "a")
+	assert.False(t, recovered, "7 and 8 are lost to resumes too")
 }

@@ -279,12 +279,57 @@ func (h *Hub) Deliver(id history.ID, event string, data json.RawMessage) {
 	if id.Seq <= h.seq {
 		return
 	}
-	if id.Seq > h.seq+1 && h.opts.History != nil {
-		h.opts.History.Forget(id.Seq - 1)
+	if id.Seq > h.seq+1 {
+		h.lost(id.Seq - 1)
 	}
 	h.seq = id.Seq
 	h.published.Add(1)
 	h.publish(id, event, data)
+	if h.waiting.Load() > 0 {
+		h.wakeWaiters()
+	}
+}
+
+// lost handles a gap in a fed hub's sequence up to through: events the
+// stream dropped (its limits) before this hub was fed them. Resumes from
+// before it are not recovered; and subscribers connected now may have
+// missed some, so they are closed with 4005 "events lost", to resume and
+// learn that they were not recovered. (The first events after the hub
+// learned its epoch are no loss: nobody was fed anything before them.)
+// Under pubMu.
+func (h *Hub) lost(through uint64) {
+	if h.opts.History != nil {
+		h.opts.History.Forget(through)
+	}
+	if h.seq == 0 {
+		return
+	}
+	closed := 0
+	for _, c := range h.snapshot() {
+		// subList, not subs, which the connection's reader owns.
+		if list := c.subList.Load(); list != nil && len(*list) > 0 && !c.isClosing() {
+			c.close(closeEventsLost, reasonEventsLost)
+			closed++
+		}
+	}
+	h.opts.Log.Warn("the stream dropped events before this instance was fed them; subscribers closed to resume",
+		"through_seq", through, "subscribers", closed)
+}
+
+// Skip passes over an event of a fed hub's stream that is not one of
+// eventsrv's (published to the stream by something else): the sequence
+// moves on, with nothing lost.
+func (h *Hub) Skip(id history.ID) {
+	h.pubMu.Lock()
+	defer h.pubMu.Unlock()
+	if h.closing.Load() || id.Epoch != h.epoch.Load() || id.Seq <= h.seq {
+		return
+	}
+	if id.Seq > h.seq+1 {
+		h.lost(id.Seq - 1)
+	}
+	h.seq = id.Seq
+	h.kept.Store(id.Seq)
 	if h.waiting.Load() > 0 {
 		h.wakeWaiters()
 	}

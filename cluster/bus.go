@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,6 +66,7 @@ type Metrics interface {
 type Hub interface {
 	SetEpoch(epoch uint64)
 	Deliver(id history.ID, event string, data json.RawMessage)
+	Skip(id history.ID)
 	Fed() history.ID
 }
 
@@ -119,6 +121,9 @@ type Bus struct {
 	closing  atomic.Bool
 
 	closeOnce sync.Once
+	// suspect asks the follow loop to read the stream's state now: its
+	// feed's consumer was deleted, which is what deleting the stream does.
+	suspect chan struct{}
 }
 
 // Open connects to NATS (or starts the embedded server) and starts feeding
@@ -128,7 +133,8 @@ func Open(cfg Config, hub Hub) (*Bus, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	b := &Bus{cfg: cfg, hub: hub, log: cfg.Log, quiet: logthrottle.New(5, time.Second), done: make(chan struct{})}
+	b := &Bus{cfg: cfg, hub: hub, log: cfg.Log, quiet: logthrottle.New(5, time.Second), done: make(chan struct{}),
+		suspect: make(chan struct{}, 1)}
 	b.setNotReady("connecting to NATS")
 	opts := []nats.Option{
 		nats.Name("eventsrv"),
@@ -252,6 +258,12 @@ func (b *Bus) PublishOnce(key, event string, data json.RawMessage) (id string, d
 		if b.cfg.Metrics != nil {
 			b.cfg.Metrics.NATSPublished(time.Since(start))
 		}
+		if b.epoch.Load() != epoch {
+			// The stream was deleted, and perhaps created anew, while this
+			// publish was under way: which stream stored it is unknown, and
+			// so is its ID. A retry with the same Idempotency-Key learns it.
+			return "", false, unavailable("the event may be stored, but the stream was created anew meanwhile, so its ID is unknown; publish again with the same Idempotency-Key", nil)
+		}
 		for {
 			acked := b.acked.Load()
 			if ack.Sequence <= acked || b.acked.CompareAndSwap(acked, ack.Sequence) {
@@ -310,6 +322,17 @@ func (b *Bus) follow(ctx context.Context) error {
 		jetstream.PullExpiry(pullExpiry), jetstream.PullHeartbeat(pullHeartbeat),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			b.quiet.Log(b.log, slog.LevelWarn, "NATS stream feed interrupted; it resumes by itself", "err", err)
+			if errors.Is(err, jetstream.ErrConsumerDeleted) {
+				// Deleting the stream deletes its consumers. Until the
+				// stream's state is read again, no answer may carry this
+				// epoch: a stream created anew numbers from 1 again.
+				b.epoch.Store(0)
+				b.setNotReady("the feed's consumer was deleted: checking the stream")
+				select {
+				case b.suspect <- struct{}{}:
+				default:
+				}
+			}
 		}))
 	if err != nil {
 		return fmt.Errorf("consume the stream: %w", err)
@@ -325,6 +348,7 @@ func (b *Bus) follow(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
+		case <-b.suspect:
 		}
 		if err := b.watch(ctx, stream, epoch); err != nil {
 			return err
@@ -353,8 +377,35 @@ func (b *Bus) watch(ctx context.Context, stream jetstream.Stream, epoch uint64) 
 		return errNewEpoch
 	}
 	b.lastSeq.Store(info.State.LastSeq)
+	if reason := quorumLost(info.Cluster); reason != "" {
+		b.setNotReady(reason)
+		return nil
+	}
+	b.epoch.Store(epoch) // back, after a consumer deleted for another reason
 	b.notReady.Store(nil)
 	return nil
+}
+
+// quorumLost says why a replicated stream cannot take publishes, or "":
+// no leader, or fewer replicas online than a majority. (A node that has
+// lost its peers still answers stream info from its own state.)
+func quorumLost(c *jetstream.ClusterInfo) string {
+	if c == nil {
+		return "" // not clustered
+	}
+	if c.Leader == "" {
+		return "the NATS stream has no leader (a majority of its replicas is unreachable?)"
+	}
+	online := 1 // the leader
+	for _, r := range c.Replicas {
+		if !r.Offline && r.Active < 5*time.Second {
+			online++
+		}
+	}
+	if total := len(c.Replicas) + 1; online <= total/2 {
+		return fmt.Sprintf("the NATS stream has lost its quorum: %d of %d replicas online", online, total)
+	}
+	return ""
 }
 
 // deliver hands one message of the stream to the hub.
@@ -363,13 +414,21 @@ func (b *Bus) deliver(epoch uint64, m jetstream.Msg) {
 	if err != nil {
 		return
 	}
-	name, ok := Name(b.cfg.Stream, m.Subject())
-	if !ok || !json.Valid(m.Data()) {
-		// Not published by eventsrv: skipped, and a gap to resumes.
-		b.quiet.Log(b.log, slog.LevelWarn, "skipped a message of the NATS stream that eventsrv did not publish", "seq", md.Sequence.Stream)
+	if b.epoch.Load() != epoch {
+		// The stream was deleted (and perhaps created anew, which the
+		// ordered consumer follows by name): its messages are not of
+		// this epoch. The follow starts over with the new one.
 		return
 	}
-	b.hub.Deliver(history.ID{Epoch: epoch, Seq: md.Sequence.Stream}, name, m.Data())
+	id := history.ID{Epoch: epoch, Seq: md.Sequence.Stream}
+	name, ok := Name(b.cfg.Stream, m.Subject())
+	if !ok || !json.Valid(m.Data()) {
+		// Not published by eventsrv: passed over, which loses nothing.
+		b.quiet.Log(b.log, slog.LevelWarn, "skipped a message of the NATS stream that eventsrv did not publish", "seq", md.Sequence.Stream)
+		b.hub.Skip(id)
+		return
+	}
+	b.hub.Deliver(id, name, m.Data())
 	if last := md.Sequence.Stream + md.NumPending; last > b.lastSeq.Load() {
 		b.lastSeq.Store(last)
 	}
@@ -400,11 +459,37 @@ func (b *Bus) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 	if l.MaxBytes > 0 {
 		cfg.MaxBytes = int64(min(l.MaxBytes, math.MaxInt64))
 	}
-	s, err := b.js.CreateOrUpdateStream(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("create or update stream %s: %w", b.cfg.Stream, err)
+	// Look first: instances that start together would otherwise all
+	// create the stream at once, and JetStream may leave identical
+	// creates unanswered until they time out.
+	s, err := b.js.Stream(ctx, b.cfg.Stream)
+	switch {
+	case err == nil && sameLimits(s.CachedInfo().Config, cfg):
+		return s, nil
+	case err == nil:
+		if s, err = b.js.UpdateStream(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("update stream %s to the HISTORY_ settings: %w", b.cfg.Stream, err)
+		}
+		b.log.Info("NATS stream limits updated", "stream", b.cfg.Stream)
+		return s, nil
+	case !errors.Is(err, jetstream.ErrStreamNotFound):
+		return nil, fmt.Errorf("look stream %s up: %w", b.cfg.Stream, err)
 	}
+	create, cancelCreate := context.WithTimeout(ctx, 2*time.Second)
+	defer cancelCreate()
+	if s, err = b.js.CreateStream(create, cfg); err != nil {
+		return nil, fmt.Errorf("create stream %s: %w", b.cfg.Stream, err)
+	}
+	b.log.Info("NATS stream created", "stream", b.cfg.Stream, "replicas", cfg.Replicas)
 	return s, nil
+}
+
+// sameLimits reports whether a stream's configuration has what eventsrv
+// sets.
+func sameLimits(have, want jetstream.StreamConfig) bool {
+	return slices.Equal(have.Subjects, want.Subjects) && have.MaxMsgsPerSubject == want.MaxMsgsPerSubject &&
+		have.MaxAge == want.MaxAge && have.MaxBytes == want.MaxBytes && have.Replicas == want.Replicas &&
+		have.Duplicates == want.Duplicates && have.Discard == want.Discard && have.MaxMsgs == want.MaxMsgs
 }
 
 // Drain waits until the hub has been fed every event this instance was
