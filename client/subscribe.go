@@ -908,6 +908,8 @@ func (s *Subscription) setState(sc StateChange) {
 
 // finish ends the subscription with err (nil: by the caller).
 func (s *Subscription) finish(err error) {
+	// Closed before the last item can be seen: a loop that ended finds it.
+	s.state.Store(int32(Closed))
 	s.mu.Lock()
 	switch {
 	case err != nil:
