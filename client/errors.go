@@ -137,14 +137,20 @@ func (s *closeSentinel) Error() string {
 }
 
 // The sentinels of the server's close codes, for errors.Is. A Subscription
-// reconnects after all but ErrTokenRevoked, and after ErrTokenExpired only
-// when it can refresh the JWT (WithJWT's refresh); see Subscription.
+// reconnects after all but ErrTokenRevoked and ErrClosedByAdmin, and after
+// ErrTokenExpired only when it can refresh the JWT (WithJWT's refresh);
+// see Subscription.
 var (
 	ErrGoingAway          error = &closeSentinel{1001, "going away"}
 	ErrSlowConsumer       error = &closeSentinel{1008, "slow consumer"}
 	ErrTokenExpired       error = &closeSentinel{4001, "token expired"}
+	ErrClosedByAdmin      error = &closeSentinel{4002, "closed by admin"}
 	ErrTokenRevoked       error = &closeSentinel{4003, "token revoked"}
 	ErrPermissionsChanged error = &closeSentinel{4003, "permissions changed"}
+	// ErrEventsLost: in cluster mode, the instance fell so far behind
+	// that events were dropped; the subscription resumes, and yields
+	// ErrReset.
+	ErrEventsLost error = &closeSentinel{4005, "events lost"}
 )
 
 var (

@@ -131,13 +131,14 @@ func WaitForServer() SubscribeOption { return func(c *subConfig) { c.wait = true
 // then sends an init with "since" set to the last ID, by the README's
 // rule: the ID of each event as it arrives, and the position of the
 // server's reply once the replayed events it announced have all arrived.
-// It does not reconnect after an error that reconnecting cannot fix: a
-// refused init (UNAUTHENTICATED, FORBIDDEN, …), a close with 4003 token
-// revoked, 4001 token expired without a way to refresh the JWT, a protocol
-// error (1002, 1003, 1007, 1009, 1010), or an upgrade answered 4xx. It
-// reconnects after everything else: 1001 going away, 1008, 4003
-// permissions changed (the new init says whether the names are still
-// allowed), network errors and 5xx.
+// It does not reconnect after an error that reconnecting cannot fix, or
+// that asks it to go: a refused init (UNAUTHENTICATED, FORBIDDEN, …), a
+// close with 4003 token revoked, 4002 closed by admin, 4001 token expired
+// without a way to refresh the JWT, a protocol error (1002, 1003, 1007,
+// 1009, 1010), or an upgrade answered 4xx. It reconnects after everything
+// else: 1001 going away, 1008, 4003 permissions changed (the new init says
+// whether the names are still allowed), 4005 events lost, network errors
+// and 5xx.
 type Subscription struct {
 	c      *Client
 	cfg    subConfig
@@ -712,7 +713,7 @@ func (s *Subscription) reconnects(err error) bool {
 	var ce *CloseError
 	if errors.As(err, &ce) {
 		switch {
-		case errors.Is(err, ErrTokenRevoked):
+		case errors.Is(err, ErrTokenRevoked), errors.Is(err, ErrClosedByAdmin):
 			return false
 		case errors.Is(err, ErrTokenExpired):
 			return s.c.creds.canRefresh()

@@ -114,6 +114,38 @@ func TestResumeFollowsTheLastIDRule(t *testing.T) {
 	assert.Contains(t, states, Reconnecting)
 }
 
+// Which closes end a subscription, and which it reconnects after.
+func TestCloseCodesDecideReconnects(t *testing.T) {
+	s := &Subscription{c: &Client{creds: &credentials{}}}
+	for _, tc := range []struct {
+		err       error
+		reconnect bool
+	}{
+		{&CloseError{1001, "going away"}, true},
+		{&CloseError{1006, ""}, true},
+		{&CloseError{1008, "slow consumer"}, true},
+		{&CloseError{1008, "ping timeout"}, true},
+		{&CloseError{1002, "protocol error"}, false},
+		{&CloseError{1009, ""}, false},
+		{&CloseError{4001, "token expired"}, false},
+		{&CloseError{4002, "closed by admin"}, false},
+		{&CloseError{4003, "token revoked"}, false},
+		{&CloseError{4003, "permissions changed"}, true},
+		{&CloseError{4005, "events lost"}, true},
+		{&Error{Code: "FORBIDDEN"}, false},
+		{&Error{Status: 404, Code: "NOT_FOUND"}, false},
+		{&Error{Status: 502}, true},
+		{&Error{Status: 429}, true},
+		{fmt.Errorf("%w: reset", ErrUnreachable), true},
+	} {
+		assert.Equal(t, tc.reconnect, s.reconnects(tc.err), "%v", tc.err)
+	}
+	s.c.creds.refresh = func(context.Context) (string, error) { return "", nil }
+	assert.True(t, s.reconnects(&CloseError{4001, "token expired"}), "a JWT that can be refreshed")
+	assert.ErrorIs(t, &CloseError{4005, "events lost"}, ErrEventsLost)
+	assert.ErrorIs(t, &CloseError{4002, "closed by admin"}, ErrClosedByAdmin)
+}
+
 func TestTokenExpiredWithoutRefreshEnds(t *testing.T) {
 	noLeaks(t)
 	f := newFakeServer(t, func(n int, c *fakeConn) {
