@@ -1,8 +1,9 @@
 // Command eventsrv relays events from trusted backends to subscribers:
 // backends POST to the listen server, subscribers connect to the broadcast
 // server by WebSocket or Server-Sent Events. `eventsrv help` lists the
-// subcommands (token, jwt, secret, healthcheck, version) and every
-// setting; all settings are environment variables.
+// subcommands (token, jwt, secret, healthcheck, version, and the clients
+// pub, sub and tail) and every setting; all settings are environment
+// variables.
 package main
 
 import (
@@ -13,8 +14,9 @@ import (
 	"syscall"
 )
 
-// main exits 2 for a mistake on the command line and 1 for any other
-// failure (see exitCode).
+// main exits 2 for a mistake on the command line, 3 when a client
+// command's token is refused, 4 when its server is unreachable, and 1 for
+// any other failure (see exitCode).
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
