@@ -33,6 +33,8 @@ func listenAbout(cfg config) string {
 	return "eventsrv listen server: backends publish events here.\n" +
 		"  POST /event             {\"event\":\"<name>\",\"data\":<any JSON>}, with Authorization: Basic <token>\n" +
 		"  GET  /admin/status      for tokens with the admin field; also /admin/clients\n" +
+		"  POST /task              a job's progress, streamed line by line, as task.<id> events\n" +
+		"  POST /queue/{name}      add a task to a work queue (one worker takes it)\n" +
 		"  GET  /whoami            the token's identity and rights\n" +
 		"  GET  /console/          the web console: watch and publish events in a browser\n" +
 		"  GET  /healthz, /readyz\n" +
@@ -45,6 +47,7 @@ func broadcastAbout(cfg config) string {
 	return "eventsrv broadcast server: subscribers receive events here.\n" +
 		"  WebSocket at any path   send {\"authentication\":\"Basic <token>\",\"events\":[\"<name>\"]}\n" +
 		"  GET  /events?event=<name>   Server-Sent Events (Authorization header, or ?token=<JWT>)\n" +
+		"  GET  /queue/{name}/wait     a work queue's offers as Server-Sent Events; POST /queue/{name}/take\n" +
 		"  GET  /healthz, /readyz\n" +
 		"Backends publish with POST /event on the listen server, " + where(cfg.ListenPort, "LISTEN_PORT") + ".\n" + docs
 }
