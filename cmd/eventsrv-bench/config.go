@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -36,6 +37,14 @@ const (
 	// help (each already gives ~28k ephemeral ports) and a typo such as
 	// 10.0.0.1-10.9.0.0 should fail instead of allocating millions.
 	maxSources = 4096
+
+	// JetStream baseline defaults (-jetstream): the bus in cluster/bus.go
+	// allows 4096 publishes in flight per connection; the scratch stream
+	// gets eventsrv's default history limits (HISTORY_SIZE, HISTORY_TTL,
+	// HISTORY_MAX_BYTES, NATS_DUPLICATE_WINDOW).
+	defaultJSMaxPending = 4096
+	defaultJSReplicas   = 1
+	defaultRounds       = 1
 )
 
 // usageHeader is printed by -h above the flag list.
@@ -48,16 +57,27 @@ every event or -timeout passes, then reports deliveries, losses, duplicates,
 order problems and latency percentiles. Exit status 0 means every subscriber
 connected and received every published event exactly once, in one order.
 
+-listen and -broadcast take several URLs (repeat the flag or separate them
+with commas), for several instances of a cluster: publisher i posts to
+listen URL i mod L, subscriber i connects to broadcast URL i mod B, and the
+report adds a line per URL. -subs 0 only publishes, for the publish rate.
+
 With -idle and -pid it measures instead the server's memory per idle
 subscriber.
+
+With -jetstream it publishes instead straight to NATS JetStream with
+asynchronous publishing (a scratch stream, deleted afterwards), as a
+baseline for eventsrv's cluster mode; with -compare too it alternates that
+baseline with the eventsrv run for -rounds rounds and reports the ratio of
+the publish rates.
 
 Flags:
 `
 
 // config is one run's settings, parsed from the flags and checked.
 type config struct {
-	publishURL      string // the listen server's POST /event URL
-	broadcastURL    string
+	publishURLs     []string // the listen servers' POST /event URLs
+	broadcastURLs   []string
 	token           string
 	insecure        bool
 	subs            int
@@ -68,17 +88,33 @@ type config struct {
 	rate            float64 // events per second in total; 0 means unlimited
 	event           string
 	sources         []netip.Addr // local addresses to dial from; nil means the system's choice
-	pid             int
+	pids            []int
 	idle            bool
 	hold            time.Duration
 	dialConcurrency int
 	timeout         time.Duration
 	jsonOut         bool
+
+	// The JetStream baseline (-jetstream) and the comparison (-compare).
+	jetstream    string // NATS server URLs, comma-separated; "" runs no baseline
+	replicas     int
+	jsConns      int
+	jsWaiters    int
+	jsMaxPending int
+	jsConsumers  int
+	compare      bool
+	rounds       int
 }
+
+// jetstreamOnly reports whether the run is the JetStream baseline alone,
+// which needs no eventsrv and no token.
+func (c *config) jetstreamOnly() bool { return c.jetstream != "" && !c.compare }
 
 // rawFlags are the flags that become config fields only after checking.
 type rawFlags struct {
-	listen    string
+	listen    listFlag
+	broadcast listFlag
+	pids      listFlag
 	tokenFile string
 	sources   string
 }
@@ -87,7 +123,10 @@ type rawFlags struct {
 // flag.ErrHelp after printing the usage for -h.
 func parseConfig(args []string, stderr io.Writer) (config, error) {
 	var cfg config
-	var raw rawFlags
+	raw := rawFlags{
+		listen:    listFlag{values: []string{defaultListen}},
+		broadcast: listFlag{values: []string{defaultBroadcast}},
+	}
 	fs := newFlagSet(&cfg, &raw, stderr)
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
@@ -95,6 +134,11 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("unexpected arguments %q: every setting is a flag (see -h)", fs.Args())
 	}
+	pids, err := parsePIDs(raw.pids.values)
+	if err != nil {
+		return config{}, err
+	}
+	cfg.pids = pids
 	if err := cfg.check(); err != nil {
 		return config{}, err
 	}
@@ -112,12 +156,14 @@ func newFlagSet(cfg *config, raw *rawFlags, stderr io.Writer) *flag.FlagSet {
 		fmt.Fprint(fs.Output(), usageHeader)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&raw.listen, "listen", defaultListen, "listen server base `URL`; events are POSTed to URL/event")
-	fs.StringVar(&cfg.broadcastURL, "broadcast", defaultBroadcast, "broadcast server WebSocket `URL` (ws:// or wss://)")
+	fs.Var(&raw.listen, "listen", "listen server base `URL`; events are POSTed to URL/event. Several (repeat the flag or\n"+
+		"separate with commas): publisher i posts to URL i mod their number")
+	fs.Var(&raw.broadcast, "broadcast", "broadcast server WebSocket `URL` (ws:// or wss://). Several (repeat the flag or\n"+
+		"separate with commas): subscriber i connects to URL i mod their number")
 	fs.StringVar(&cfg.token, "token", "", "`token` sent as \"Basic <token>\" by publishers and subscribers; overrides -token-file")
 	fs.StringVar(&raw.tokenFile, "token-file", defaultTokenFile, "`file` whose first non-blank line not starting with # is the token")
 	fs.BoolVar(&cfg.insecure, "insecure", false, "skip TLS certificate verification for https:// and wss://")
-	fs.IntVar(&cfg.subs, "subs", defaultSubs, "number of subscribers `N`")
+	fs.IntVar(&cfg.subs, "subs", defaultSubs, "number of subscribers `N`; 0 only publishes (the publish rate alone)")
 	fs.IntVar(&cfg.stall, "stall", 0, "also open `K` subscribers that never read after init, and report how the server ended them")
 	fs.IntVar(&cfg.events, "events", defaultEvents, "number of events `M` to publish")
 	fs.IntVar(&cfg.publishers, "publishers", defaultPublishers, "`C` concurrent publishers, each with its own keep-alive HTTP client")
@@ -126,7 +172,8 @@ func newFlagSet(cfg *config, raw *rawFlags, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.event, "event", defaultEvent, "event `name` to publish and subscribe to")
 	fs.StringVar(&raw.sources, "sources", sourcesAuto, "local `addresses` to dial subscribers from, round-robin: a-b ranges and/or single addresses, comma-separated;\n"+
 		"\"auto\" uses "+loopbackSources+" when the broadcast host is IPv4 loopback, \"none\" never spreads")
-	fs.IntVar(&cfg.pid, "pid", 0, "the server's `pid`, to report its CPU time and RSS (reads /proc; Linux only)")
+	fs.Var(&raw.pids, "pid", "the server's `pid`, to report its CPU time and RSS (reads /proc; Linux only). Several (repeat\n"+
+		"the flag or separate with commas): their CPU times and RSS are added up")
 	fs.BoolVar(&cfg.idle, "idle", false, "measure the server's RSS per idle subscriber instead of publishing (needs -pid)")
 	fs.DurationVar(&cfg.hold, "hold", 0, "with -idle: hold the subscribers this long before measuring, so that the server's\n"+
 		"periodic garbage collection (every 2 minutes in Go) and memory return have run; 150s measures\n"+
@@ -134,14 +181,28 @@ func newFlagSet(cfg *config, raw *rawFlags, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.dialConcurrency, "dial-concurrency", defaultDialConcurrency, "maximum subscriber dials and inits in flight")
 	fs.DurationVar(&cfg.timeout, "timeout", defaultTimeout, "bound for each phase: connecting all subscribers, and waiting for deliveries after the last publish")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print the report as JSON")
+	fs.StringVar(&cfg.jetstream, "jetstream", "", "NATS server `URLs` (comma-separated): publish -events events of -size bytes straight to JetStream\n"+
+		"with asynchronous publishing, on -js-connections connections, to a scratch stream (deleted afterwards),\n"+
+		"as a baseline for eventsrv's cluster mode; no eventsrv is involved unless -compare")
+	fs.IntVar(&cfg.replicas, "replicas", defaultJSReplicas, "with -jetstream: the scratch stream's replicas `R` (use NATS_REPLICAS's value)")
+	fs.IntVar(&cfg.jsConns, "js-connections", 1, "with -jetstream: connections `C` publishing at once, each with its own window; one per eventsrv\n"+
+		"instance (3 for 3) publishes as the instances do")
+	fs.IntVar(&cfg.jsWaiters, "js-waiters", 0, "with -jetstream: publish from `W` goroutines spread over the connections, each waiting for its\n"+
+		"ack before the next, as eventsrv's bus does for each POST; 0 publishes as fast as the window allows")
+	fs.IntVar(&cfg.jsMaxPending, "js-max-pending", defaultJSMaxPending, "with -jetstream: most unacknowledged publishes per connection `P` (eventsrv's bus allows 4096)")
+	fs.IntVar(&cfg.jsConsumers, "js-consumers", 0, "with -jetstream: also feed `K` ordered consumers from the scratch stream while publishing,\n"+
+		"as K eventsrv instances in cluster mode each follow their stream")
+	fs.BoolVar(&cfg.compare, "compare", false, "with -jetstream: run the JetStream baseline and then the eventsrv run (the other flags; -subs 0\n"+
+		"for the publish rate alone), -rounds times alternately, and report the ratio of their publish rates")
+	fs.IntVar(&cfg.rounds, "rounds", defaultRounds, "with -compare: rounds `R` of baseline then eventsrv")
 	return fs
 }
 
 // check rejects values that would make the run meaningless.
 func (c *config) check() error {
 	var errs []error
-	if c.subs < 1 {
-		errs = append(errs, fmt.Errorf("-subs %d: need at least 1 subscriber", c.subs))
+	if c.subs < 0 || c.subs < 1 && c.idle {
+		errs = append(errs, fmt.Errorf("-subs %d: need at least 1 subscriber (0 only to publish)", c.subs))
 	}
 	if c.events < 1 && !c.idle {
 		errs = append(errs, fmt.Errorf("-events %d: need at least 1 event", c.events))
@@ -164,27 +225,69 @@ func (c *config) check() error {
 	if c.timeout <= 0 {
 		errs = append(errs, fmt.Errorf("-timeout %s: must be positive", c.timeout))
 	}
-	if c.idle && c.pid <= 0 {
+	if c.idle && len(c.pids) == 0 {
 		errs = append(errs, errors.New("-idle needs -pid: idle mode measures the server's RSS"))
 	}
+	errs = append(errs, c.checkJetStream()...)
 	return errors.Join(errs...)
+}
+
+// checkJetStream checks the baseline's flags.
+func (c *config) checkJetStream() []error {
+	var errs []error
+	if c.compare && c.jetstream == "" {
+		errs = append(errs, errors.New("-compare needs -jetstream: it compares eventsrv with a JetStream baseline"))
+	}
+	if c.jetstream != "" && c.idle {
+		errs = append(errs, errors.New("-jetstream and -idle do not go together"))
+	}
+	if c.replicas < 1 || c.replicas > 5 {
+		errs = append(errs, fmt.Errorf("-replicas %d: 1 to 5", c.replicas))
+	}
+	if c.jsConns < 1 {
+		errs = append(errs, fmt.Errorf("-js-connections %d: need at least 1", c.jsConns))
+	}
+	if c.jsWaiters < 0 {
+		errs = append(errs, fmt.Errorf("-js-waiters %d: must not be negative", c.jsWaiters))
+	}
+	if c.jsMaxPending < 1 {
+		errs = append(errs, fmt.Errorf("-js-max-pending %d: need at least 1", c.jsMaxPending))
+	}
+	if c.jsConsumers < 0 {
+		errs = append(errs, fmt.Errorf("-js-consumers %d: must not be negative", c.jsConsumers))
+	}
+	if c.rounds < 1 {
+		errs = append(errs, fmt.Errorf("-rounds %d: need at least 1", c.rounds))
+	}
+	if c.jetstream != "" && c.rate > 0 {
+		errs = append(errs, errors.New("-rate does not apply to -jetstream, which publishes as fast as JetStream acknowledges"))
+	}
+	return errs
 }
 
 // resolve turns the raw flags into URLs, the token and the source addresses.
 func (c *config) resolve(raw rawFlags) error {
-	publishURL, err := publishURLFor(raw.listen)
-	if err != nil {
+	for _, listen := range raw.listen.values {
+		publishURL, err := publishURLFor(listen)
+		if err != nil {
+			return err
+		}
+		c.publishURLs = append(c.publishURLs, publishURL)
+	}
+	var hosts []string
+	for _, broadcast := range raw.broadcast.values {
+		host, err := broadcastHost(broadcast)
+		if err != nil {
+			return err
+		}
+		hosts = append(hosts, host)
+		c.broadcastURLs = append(c.broadcastURLs, broadcast)
+	}
+	var err error
+	if c.sources, err = parseSources(raw.sources, sourcesHost(hosts)); err != nil {
 		return err
 	}
-	c.publishURL = publishURL
-	host, err := broadcastHost(c.broadcastURL)
-	if err != nil {
-		return err
-	}
-	if c.sources, err = parseSources(raw.sources, host); err != nil {
-		return err
-	}
-	if c.token == "" {
+	if c.token == "" && !c.jetstreamOnly() {
 		if c.token, err = readTokenFile(raw.tokenFile); err != nil {
 			return err
 		}
@@ -218,6 +321,54 @@ func broadcastHost(broadcast string) (string, error) {
 		return "", fmt.Errorf("-broadcast %q: want a ws:// or wss:// URL with a host", broadcast)
 	}
 	return u.Hostname(), nil
+}
+
+// sourcesHost is the broadcast host that decides whether "auto" spreads
+// dials: the first host when every one is IPv4 loopback, else the first that
+// is not.
+func sourcesHost(hosts []string) string {
+	for _, h := range hosts {
+		if !isIPv4Loopback(h) {
+			return h
+		}
+	}
+	return hosts[0]
+}
+
+// listFlag is a flag that may be repeated and whose values may be
+// comma-separated; the first use replaces the default.
+type listFlag struct {
+	values []string
+	set    bool
+}
+
+func (l *listFlag) String() string { return strings.Join(l.values, ",") }
+
+func (l *listFlag) Set(s string) error {
+	if !l.set {
+		l.values, l.set = nil, true
+	}
+	for item := range strings.SplitSeq(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			return fmt.Errorf("empty item in %q", s)
+		}
+		l.values = append(l.values, item)
+	}
+	return nil
+}
+
+// parsePIDs parses the -pid values.
+func parsePIDs(values []string) ([]int, error) {
+	var pids []int
+	for _, v := range values {
+		pid, err := strconv.Atoi(v)
+		if err != nil || pid <= 0 {
+			return nil, fmt.Errorf("-pid %q: not a process id", v)
+		}
+		pids = append(pids, pid)
+	}
+	return pids, nil
 }
 
 // readTokenFile returns the first line of path that is neither blank nor a

@@ -23,13 +23,18 @@
 // Flags:
 //
 //	-listen URL          listen server base URL; events are POSTed to URL/event
-//	                     (default http://127.0.0.1:8080)
-//	-broadcast URL       broadcast server WebSocket URL (default ws://127.0.0.1:8081/)
+//	                     (default http://127.0.0.1:8080). Several, for the
+//	                     instances of a cluster: repeat the flag or separate
+//	                     them with commas; publisher i posts to URL i mod L
+//	-broadcast URL       broadcast server WebSocket URL (default
+//	                     ws://127.0.0.1:8081/). Several: repeat or separate
+//	                     with commas; subscriber i connects to URL i mod B
 //	-token TOKEN         token sent as "Basic TOKEN"; overrides -token-file
 //	-token-file FILE     the token is the file's first line that is neither
 //	                     blank nor a # comment (default tokens/tokens)
 //	-insecure            skip TLS certificate verification for https and wss
-//	-subs N              subscribers (default 1000)
+//	-subs N              subscribers (default 1000); 0 only publishes, for
+//	                     the publish rate alone (posts/s answered OK)
 //	-events M            events to publish (default 2000)
 //	-publishers C        concurrent publishers, each with its own keep-alive
 //	                     HTTP client (default 4)
@@ -46,7 +51,10 @@
 //	                     address gives about 28k ephemeral ports.
 //	-pid P               the server's pid: report its CPU seconds (utime+stime
 //	                     from /proc/P/stat, before publishing and after the
-//	                     deliveries), CPU µs per delivery, and RSS (VmRSS)
+//	                     deliveries), CPU µs per delivery, and RSS (VmRSS).
+//	                     Several (repeat or separate with commas), such as
+//	                     every eventsrv and nats-server of a cluster: their
+//	                     CPU times and RSS are added up
 //	-idle                with -pid: open the subscribers, wait for the server's
 //	                     RSS to settle, report RSS per subscriber, and exit
 //	                     without publishing
@@ -55,6 +63,33 @@
 //	                     for deliveries after the last publish (default 60s).
 //	                     A publish that times out stops the publishing.
 //	-json                print the report as JSON
+//	-jetstream URLS      publish straight to NATS JetStream instead (see below)
+//	-replicas R          the baseline's stream replicas (default 1)
+//	-js-connections C    the baseline's publishing connections (default 1)
+//	-js-max-pending P    the baseline's unacknowledged publishes per
+//	                     connection (default 4096, as eventsrv's bus)
+//	-js-waiters W        the baseline publishes from W goroutines that each
+//	                     wait for their ack, as eventsrv's POSTs do
+//	-js-consumers K      the baseline also feeds K ordered consumers
+//	-compare             alternate the baseline with the eventsrv run
+//	-rounds R            rounds of -compare (default 1)
+//
+// # JetStream baseline
+//
+// With -jetstream nats://host:port[,...] the tool measures what eventsrv's
+// cluster mode is built on: it creates a scratch stream (BENCH_<pid>_<ns>,
+// the limits of eventsrv's stream with the default HISTORY_ settings, -replicas
+// replicas, file storage), publishes -events events of the same payload with
+// nats.go's jetstream PublishAsync on -js-connections connections, waits for
+// every acknowledgement, reports acknowledgements per second and the
+// acknowledgement latency, and deletes the stream. With -js-consumers K it
+// also feeds K ordered consumers, as K instances follow their stream, and
+// counts what they got.
+//
+// With -compare as well, each of -rounds rounds runs that baseline and then
+// the eventsrv run the other flags describe (usually -subs 0 and enough
+// -publishers to saturate), and the report gives the ratio of eventsrv's
+// publish rate to the baseline's, per round and the median.
 //
 // # Payload
 //
@@ -70,7 +105,9 @@
 // repeated deliveries; order violations, deliveries that came after a later
 // event of the same publisher (each publisher posts sequentially); order
 // mismatches, subscribers whose arrival order differs from the most common
-// one, among subscribers that received exactly the acknowledged set.
+// one, among subscribers that received exactly the acknowledged set. With
+// several URLs a line per URL gives the same counts for the publishers or
+// subscribers it had; they add up to the totals.
 package main
 
 import (
@@ -82,6 +119,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -124,20 +162,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := prepare(cfg, stderr); err != nil {
 		return err
 	}
-	var rep *report
-	if cfg.idle {
-		rep, err = runIdle(ctx, cfg)
-	} else {
-		rep = runLoad(ctx, cfg)
+	var out interface {
+		write(w io.Writer, asJSON bool) error
+		failures() []string
 	}
-	if err != nil {
-		return err
+	switch {
+	case cfg.compare:
+		out = runCompare(ctx, cfg, stderr)
+	case cfg.jetstream != "":
+		out = runJetStream(ctx, cfg)
+	case cfg.idle:
+		rep, err := runIdle(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		out = rep
+	default:
+		out = runLoad(ctx, cfg)
 	}
-	if err := rep.write(stdout, cfg.jsonOut); err != nil {
+	if err := out.write(stdout, cfg.jsonOut); err != nil {
 		return fmt.Errorf("writing the report: %w", err)
 	}
-	if !rep.Pass {
-		return fmt.Errorf("FAIL: %s", strings.Join(rep.Failures, "; "))
+	if failures := out.failures(); len(failures) > 0 {
+		return fmt.Errorf("FAIL: %s", strings.Join(failures, "; "))
 	}
 	return nil
 }
@@ -145,10 +192,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // prepare raises the open-file limit, checks that -pid can be read, and
 // warns about settings this machine may not sustain.
 func prepare(cfg config, stderr io.Writer) error {
-	if cfg.pid > 0 {
-		if _, err := sampleServer(cfg.pid); err != nil {
-			return fmt.Errorf("-pid %d: %w", cfg.pid, err)
+	if len(cfg.pids) > 0 {
+		if _, err := sampleServers(cfg.pids); err != nil {
+			return fmt.Errorf("-pid: %w", err)
 		}
+	}
+	if cfg.jetstreamOnly() {
+		return nil // no subscribers, no HTTP
 	}
 	limit, err := raiseFileLimit()
 	if err != nil {
@@ -156,7 +206,7 @@ func prepare(cfg config, stderr io.Writer) error {
 	} else if need := uint64(cfg.subs + cfg.publishers + fdHeadroom); need > limit {
 		fmt.Fprintf(stderr, "warning: %d subscribers need about %d open files but the limit is %d; dials beyond it will fail\n", cfg.subs, need, limit)
 	}
-	if perSource := cfg.subs / max(len(cfg.sources), 1); perSource > portsPerSource {
+	if perSource := cfg.subs / max(len(cfg.sources), 1) / len(cfg.broadcastURLs); perSource > portsPerSource {
 		fmt.Fprintf(stderr, "warning: %d connections per source address may exhaust ephemeral ports; spread them with -sources\n", perSource)
 	}
 	if slab := int64(cfg.subs) * int64(cfg.events) * 8; !cfg.idle && slab > slabWarnBytes {
@@ -171,23 +221,28 @@ func runLoad(ctx context.Context, cfg config) *report {
 	slab := make([]int64, cfg.subs*cfg.events)
 	f := openFleet(ctx, cfg, slab)
 	stalled, stallErr := openStalled(ctx, cfg, cfg.stall)
-	before, beforeErr := sampleIfPID(cfg.pid)
+	before, beforeErr := sampleIfPID(cfg.pids)
 	pub := publishAll(ctx, cfg)
 	finished := f.awaitDeliveries(ctx, pub.succeeded, cfg.timeout)
-	after, afterErr := sampleIfPID(cfg.pid)
+	after, afterErr := sampleIfPID(cfg.pids)
 	f.close(cfg.dialConcurrency)
 	var stalledRep *stalledReport
 	if cfg.stall > 0 && stallErr == nil {
 		stalledRep = stalledOutcome(stalled, 5*time.Second)
 	}
 
+	// Per URL first: summarize gathers the latencies in place, over the
+	// subscribers' windows.
+	broadcastTargets := newBroadcastTargets(cfg, f, pub)
 	stats := summarize(f.tallies(), pub.acked, pub.succeeded, slab)
 	slices.Sort(stats.latencies)
 	rep := newReport(modeLoad, cfg, f)
 	rep.Load = newLoadReport(cfg, pub, stats)
 	rep.Load.TimedOut = !finished && ctx.Err() == nil
-	if cfg.pid > 0 {
-		rep.Server = newServerReport(cfg.pid, before, after, errors.Join(beforeErr, afterErr), stats.received)
+	rep.Load.Listen = newListenTargets(cfg, pub)
+	rep.Load.Broadcast = broadcastTargets
+	if len(cfg.pids) > 0 {
+		rep.Server = newServerReport(cfg.pids, before, after, errors.Join(beforeErr, afterErr), stats.received, int64(pub.succeeded))
 	}
 	rep.Stalled = stalledRep
 	rep.Interrupted = ctx.Err() != nil
@@ -202,7 +257,7 @@ func runLoad(ctx context.Context, cfg config) *report {
 // runIdle opens the subscribers, waits for the server's RSS to settle,
 // closes everything and reports the RSS each subscriber costs.
 func runIdle(ctx context.Context, cfg config) (*report, error) {
-	before, err := readRSS(cfg.pid)
+	before, err := readRSSSum(cfg.pids)
 	if err != nil {
 		return nil, err
 	}
@@ -211,7 +266,7 @@ func runIdle(ctx context.Context, cfg config) (*report, error) {
 	case <-time.After(cfg.hold):
 	case <-ctx.Done():
 	}
-	after, stable, err := waitStableRSS(ctx, cfg.pid, cfg.timeout)
+	after, stable, err := waitStableRSS(ctx, cfg.pids, cfg.timeout)
 	f.close(cfg.dialConcurrency)
 	if err != nil {
 		return nil, err
@@ -223,12 +278,12 @@ func runIdle(ctx context.Context, cfg config) (*report, error) {
 	return rep, nil
 }
 
-// sampleIfPID samples the server when a pid was given.
-func sampleIfPID(pid int) (serverSample, error) {
-	if pid <= 0 {
+// sampleIfPID samples the servers when pids were given.
+func sampleIfPID(pids []int) (serverSample, error) {
+	if len(pids) == 0 {
 		return serverSample{}, nil
 	}
-	return sampleServer(pid)
+	return sampleServers(pids)
 }
 
 // newReport starts a report with the subscriber counts. Call it only after
@@ -258,6 +313,7 @@ func newLoadReport(cfg config, pub publishResult, st deliveryStats) *loadReport 
 		PublishFailures:  pub.failures,
 		PublishSeconds:   round3(float64(pub.lastDone-pub.firstSend) / 1e9),
 		PublishPerSecond: perSecond(int64(pub.succeeded), pub.lastDone-pub.firstSend),
+		PublishLatency:   newLatencyReport(pub.latencies),
 		Expected:         st.expected,
 		Received:         st.received,
 		Lost:             st.lost,
@@ -281,9 +337,12 @@ func newLoadReport(cfg config, pub publishResult, st deliveryStats) *loadReport 
 	return l
 }
 
-// newServerReport computes the server's CPU and memory over the run.
-func newServerReport(pid int, before, after serverSample, err error, deliveries int64) *serverReport {
-	s := &serverReport{PID: pid}
+// newServerReport computes the servers' CPU and memory over the run.
+func newServerReport(pids []int, before, after serverSample, err error, deliveries, publishes int64) *serverReport {
+	s := &serverReport{PID: pids[0]}
+	if len(pids) > 1 {
+		s.PIDs = pids
+	}
 	if err != nil {
 		s.Error = err.Error()
 		return s
@@ -293,9 +352,32 @@ func newServerReport(pid int, before, after serverSample, err error, deliveries 
 	if deliveries > 0 {
 		s.CPUMicrosPerDelivery = round2(cpu * 1e6 / float64(deliveries))
 	}
+	if publishes > 0 {
+		s.CPUMicrosPerPublish = round2(cpu * 1e6 / float64(publishes))
+	}
 	s.RSSBeforeMiB = round2(float64(before.rssBytes) / mib)
 	s.RSSAfterMiB = round2(float64(after.rssBytes) / mib)
+	s.Machine = newMachineReport(before, after)
 	return s
+}
+
+// newMachineReport computes what the machine did over the window; nil when
+// its counters were not read.
+func newMachineReport(before, after serverSample) *machineReport {
+	window := float64(after.at-before.at) / 1e9
+	if before.machineBusy == 0 || after.machineBusy == 0 || window <= 0 {
+		return nil
+	}
+	busy := float64(after.machineBusy-before.machineBusy) / clockTicksPerSecond / window
+	servers := float64(after.cpuTicks-before.cpuTicks) / clockTicksPerSecond / window
+	tool := float64(after.selfNanos-before.selfNanos) / 1e9 / window
+	return &machineReport{
+		CPUs:        runtime.NumCPU(),
+		BusyCores:   round2(busy),
+		ServerCores: round2(servers),
+		ToolCores:   round2(tool),
+		OtherCores:  round2(max(busy-servers-tool, 0)),
+	}
 }
 
 // newIdleReport computes the RSS each connected subscriber added.

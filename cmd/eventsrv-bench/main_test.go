@@ -338,7 +338,7 @@ func TestReadTokenFile(t *testing.T) {
 func TestParseConfig(t *testing.T) {
 	cfg, err := parseConfig([]string{"-token", "t", "-listen", "http://h:1/api/"}, &bytes.Buffer{})
 	require.NoError(t, err)
-	assert.Equal(t, "http://h:1/api/event", cfg.publishURL)
+	assert.Equal(t, []string{"http://h:1/api/event"}, cfg.publishURLs)
 	assert.Len(t, cfg.sources, 9, "the default broadcast host is loopback, so dials are spread")
 
 	var usage bytes.Buffer
@@ -369,6 +369,12 @@ func TestParseProc(t *testing.T) {
 
 	_, err = parseStatusRSS("Name:\tkthreadd\n")
 	require.Error(t, err)
+
+	busy, err := parseProcStatBusy("cpu  100 2 30 5000 7 1 4 9 0 0\ncpu0 50 1 15 2500 3 0 2 4 0 0\n")
+	require.NoError(t, err)
+	assert.Equal(t, int64(100+2+30+1+4+9), busy, "all but idle and iowait")
+	_, err = parseProcStatBusy("intr 1 2 3\n")
+	require.Error(t, err)
 }
 
 func TestRunEndToEnd(t *testing.T) {
@@ -384,6 +390,7 @@ func TestRunEndToEnd(t *testing.T) {
 	for _, label := range []string{"lost", "duplicates", "unexpected", "order violations", "order mismatches", "malformed"} {
 		assert.Regexp(t, regexp.MustCompile(`(?m)^`+label+`\s+0$`), out)
 	}
+	assert.Regexp(t, `(?m)^publish ms\s+p50 \d+\.\d\d .* \(POST to OK\)$`, out)
 	assert.Regexp(t, `(?m)^latency ms\s+p50 \d+\.\d\d  p90 \d+\.\d\d  p99 \d+\.\d\d  p99\.9 \d+\.\d\d  max \d+\.\d\d  \(1000 samples\)$`, out)
 	assert.Regexp(t, `(?m)^result\s+PASS$`, out)
 	assert.Equal(t, 9, fake.sourceCount(), "dials to loopback are spread over 127.0.0.1-127.0.0.9")
@@ -461,6 +468,114 @@ func TestRunIdle(t *testing.T) {
 	assert.Zero(t, fake.published())
 }
 
+func TestURLListFlags(t *testing.T) {
+	cfg, err := parseConfig([]string{"-token", "t",
+		"-listen", "http://a:1, http://b:2/x/", "-listen", "http://c:3/event",
+		"-broadcast", "ws://127.0.0.1:1/", "-broadcast", "ws://localhost:2/,ws://127.0.0.3:3/"}, &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"http://a:1/event", "http://b:2/x/event", "http://c:3/event"}, cfg.publishURLs,
+		"a given -listen replaces the default; repeated and comma-separated values add up")
+	assert.Equal(t, []string{"ws://127.0.0.1:1/", "ws://localhost:2/", "ws://127.0.0.3:3/"}, cfg.broadcastURLs)
+	assert.Len(t, cfg.sources, 9, "every broadcast host is loopback, so dials are spread")
+
+	cfg, err = parseConfig([]string{"-token", "t", "-broadcast", "ws://127.0.0.1:1/,ws://10.0.0.1:2/"}, &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, []string{defaultListen + "/event"}, cfg.publishURLs, "the default stays when -listen is not given")
+	assert.Nil(t, cfg.sources, "one broadcast host is not loopback, so auto does not spread")
+
+	_, err = parseConfig([]string{"-token", "t", "-listen", "http://a:1,,http://b:2"}, &bytes.Buffer{})
+	require.ErrorContains(t, err, "empty item")
+	_, err = parseConfig([]string{"-token", "t", "-broadcast", "ws://a:1/,http://b:2/"}, &bytes.Buffer{})
+	require.ErrorContains(t, err, `-broadcast "http://b:2/"`)
+
+	cfg, err = parseConfig([]string{"-token", "t", "-pid", "10,11", "-pid", "12"}, &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, []int{10, 11, 12}, cfg.pids)
+	_, err = parseConfig([]string{"-token", "t", "-pid", "x"}, &bytes.Buffer{})
+	require.ErrorContains(t, err, `-pid "x"`)
+}
+
+func TestRunSpreadsOverInstances(t *testing.T) {
+	for _, repeat := range []bool{false, true} {
+		t.Run(fmt.Sprintf("repeated flags %v", repeat), func(t *testing.T) {
+			fake := startFake(t, fakeOptions{instances: 3})
+			var stdout bytes.Buffer
+			args := fake.argsSpread(repeat, "-subs", "31", "-events", "90", "-publishers", "7", "-json", "-timeout", "10s")
+			require.NoError(t, run(context.Background(), args, &stdout, &bytes.Buffer{}))
+			rep := decodeReport(t, stdout.Bytes())
+			require.True(t, rep.Pass, "failures: %v", rep.Failures)
+			assert.Equal(t, int64(31*90), rep.Load.Received)
+
+			posts, subs := fake.counts()
+			assert.Equal(t, []int{11, 10, 10}, subs, "subscriber i connects to broadcast URL i mod 3")
+			require.Len(t, rep.Load.Broadcast, 3)
+			require.Len(t, rep.Load.Listen, 3)
+			var received int64
+			for i, b := range rep.Load.Broadcast {
+				assert.Equal(t, wsURL(fake.broadcasts[i]), b.URL)
+				assert.Equal(t, subs[i], b.Subscribers)
+				assert.Equal(t, subs[i], b.Connected)
+				assert.Equal(t, int64(subs[i]*90), b.Expected)
+				assert.Equal(t, b.Expected, b.Received)
+				assert.Equal(t, subs[i]*90, b.Latency.Samples, "every first delivery has a latency sample")
+				received += b.Received
+			}
+			assert.Equal(t, rep.Load.Received, received, "the lines per URL add up to the total")
+			published := 0
+			for i, l := range rep.Load.Listen {
+				assert.Equal(t, fake.listens[i].URL+"/event", l.URL)
+				assert.Equal(t, []int{3, 2, 2}[i], l.Publishers, "publisher i posts to listen URL i mod 3")
+				assert.Equal(t, posts[i], l.Published, "the report counts what each server accepted")
+				assert.Positive(t, posts[i], "every listen server was posted to")
+				published += l.Published
+			}
+			assert.Equal(t, 90, published)
+		})
+	}
+}
+
+func TestRunSpreadReportsLossPerInstance(t *testing.T) {
+	fake := startFake(t, fakeOptions{instances: 2, dropOne: true})
+	var stdout bytes.Buffer
+	err := run(context.Background(), fake.argsSpread(false, "-subs", "6", "-events", "20", "-timeout", "2s"), &stdout, &bytes.Buffer{})
+	require.ErrorContains(t, err, "lost 1")
+	out := stdout.String()
+	t.Logf("report:\n%s", out)
+	assert.Regexp(t, `(?m)^lost\s+1$`, out)
+	// The first subscriber to register missed one event; it may be on
+	// either instance, so exactly one line reports the loss.
+	lossLines := regexp.MustCompile(`(?m)^  broadcast .*: 3 of 3 connected, 0 disconnected early; received (\d+) of 60 expected, lost (\d+),`).FindAllStringSubmatch(out, -1)
+	require.Len(t, lossLines, 2)
+	assert.ElementsMatch(t, []string{"0", "1"}, []string{lossLines[0][2], lossLines[1][2]})
+	assert.ElementsMatch(t, []string{"60", "59"}, []string{lossLines[0][1], lossLines[1][1]})
+	assert.Regexp(t, `(?m)^  listen\s+http://127\.0\.0\.1:\d+/event: 2 publishers, \d+ ok, 0 failed`, out)
+}
+
+func TestRunPublishOnly(t *testing.T) {
+	fake := startFake(t, fakeOptions{instances: 2})
+	var stdout bytes.Buffer
+	args := fake.argsSpread(false, "-subs", "0", "-events", "50", "-json", "-pid", fmt.Sprint(os.Getpid()), "-timeout", "10s")
+	require.NoError(t, run(context.Background(), args, &stdout, &bytes.Buffer{}))
+	rep := decodeReport(t, stdout.Bytes())
+	require.True(t, rep.Pass, "failures: %v", rep.Failures)
+	assert.Equal(t, 0, rep.Connected)
+	assert.Equal(t, 50, rep.Load.Published)
+	assert.Positive(t, rep.Load.PublishPerSecond, "posts/s answered OK")
+	assert.Equal(t, 50, rep.Load.PublishLatency.Samples, "one POST round trip per acknowledged event")
+	assert.Zero(t, rep.Load.Expected)
+	assert.Nil(t, rep.Load.Broadcast, "no subscribers, no lines per broadcast URL")
+	require.NotNil(t, rep.Server)
+	assert.Zero(t, rep.Server.CPUMicrosPerDelivery)
+	if runtime.GOOS == "linux" {
+		require.NotNil(t, rep.Server.Machine, "the machine's CPU time over the run")
+		assert.Equal(t, runtime.NumCPU(), rep.Server.Machine.CPUs)
+	}
+	assert.Equal(t, 50, fake.published())
+
+	_, err := parseConfig([]string{"-token", "t", "-subs", "0", "-idle", "-pid", "1"}, &bytes.Buffer{})
+	require.ErrorContains(t, err, "-subs 0", "idle mode needs subscribers")
+}
+
 // decodeReport parses a -json report.
 func decodeReport(t *testing.T, data []byte) report {
 	t.Helper()
@@ -476,22 +591,30 @@ type fakeOptions struct {
 	// garbleOne sends the first subscriber a frame that is not an event
 	// just before the 5th event.
 	garbleOne bool
+	// instances is how many listen and broadcast server pairs share the
+	// one fan-out, as the instances of a cluster do; 0 means 1.
+	instances int
 }
 
 // fakeServer is a minimal eventsrv: POST /event on one server and the
 // WebSocket init and broadcast on another. Events fan out under one lock, so
-// every subscriber sees one order.
+// every subscriber sees one order. With several instances, every listen
+// server's events reach the subscribers of every broadcast server.
 type fakeServer struct {
-	opts      fakeOptions
-	listen    *httptest.Server
-	broadcast *httptest.Server
-	handlers  sync.WaitGroup // WebSocket handlers, which httptest does not wait for
+	opts       fakeOptions
+	listen     *httptest.Server // listens[0]
+	broadcast  *httptest.Server // broadcasts[0]
+	listens    []*httptest.Server
+	broadcasts []*httptest.Server
+	handlers   sync.WaitGroup // WebSocket handlers, which httptest does not wait for
 
 	mu       sync.Mutex
 	clients  []*fakeClient
 	sequence int
 	closes   int                 // subscribers that sent a normal close frame
 	sources  map[string]struct{} // subscribers' source addresses
+	postsAt  map[string]int      // events accepted, by listen server host
+	subsAt   map[string]int      // subscribers registered, by broadcast server host
 }
 
 // fakeClient is one subscriber's queue; its buffer holds a whole test run,
@@ -502,12 +625,17 @@ type fakeClient struct {
 }
 
 func startFake(t *testing.T, opts fakeOptions) *fakeServer {
-	f := &fakeServer{opts: opts, sources: make(map[string]struct{})}
-	f.listen = httptest.NewServer(http.HandlerFunc(f.serveEvent))
-	f.broadcast = httptest.NewServer(http.HandlerFunc(f.serveWebSocket))
+	f := &fakeServer{opts: opts, sources: make(map[string]struct{}), postsAt: make(map[string]int), subsAt: make(map[string]int)}
+	for range max(opts.instances, 1) {
+		f.listens = append(f.listens, httptest.NewServer(http.HandlerFunc(f.serveEvent)))
+		f.broadcasts = append(f.broadcasts, httptest.NewServer(http.HandlerFunc(f.serveWebSocket)))
+	}
+	f.listen, f.broadcast = f.listens[0], f.broadcasts[0]
 	t.Cleanup(func() {
-		f.listen.Close()
-		f.broadcast.Close()
+		for i := range f.listens {
+			f.listens[i].Close()
+			f.broadcasts[i].Close()
+		}
 		f.handlers.Wait()
 	})
 	return f
@@ -515,8 +643,40 @@ func startFake(t *testing.T, opts fakeOptions) *fakeServer {
 
 // args returns the flags that point the tool at the fake, then more.
 func (f *fakeServer) args(more ...string) []string {
-	ws := "ws" + strings.TrimPrefix(f.broadcast.URL, "http") + "/"
-	return append([]string{"-listen", f.listen.URL, "-broadcast", ws, "-token", testToken}, more...)
+	return append([]string{"-listen", f.listen.URL, "-broadcast", wsURL(f.broadcast), "-token", testToken}, more...)
+}
+
+// argsSpread points the tool at every instance of the fake: one flag with
+// comma-separated URLs, or the flag repeated.
+func (f *fakeServer) argsSpread(repeat bool, more ...string) []string {
+	var listens, broadcasts []string
+	for i := range f.listens {
+		listens = append(listens, f.listens[i].URL)
+		broadcasts = append(broadcasts, wsURL(f.broadcasts[i]))
+	}
+	var args []string
+	if repeat {
+		for i := range listens {
+			args = append(args, "-listen", listens[i], "-broadcast", broadcasts[i])
+		}
+	} else {
+		args = []string{"-listen", strings.Join(listens, ","), "-broadcast", strings.Join(broadcasts, ",")}
+	}
+	return append(append(args, "-token", testToken), more...)
+}
+
+func wsURL(s *httptest.Server) string { return "ws" + strings.TrimPrefix(s.URL, "http") + "/" }
+
+// counts returns how many events each listen server accepted and how many
+// subscribers each broadcast server registered, in instance order.
+func (f *fakeServer) counts() (posts, subs []int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range f.listens {
+		posts = append(posts, f.postsAt[f.listens[i].Listener.Addr().String()])
+		subs = append(subs, f.subsAt[f.broadcasts[i].Listener.Addr().String()])
+	}
+	return posts, subs
 }
 
 func (f *fakeServer) serveEvent(w http.ResponseWriter, r *http.Request) {
@@ -536,7 +696,7 @@ func (f *fakeServer) serveEvent(w http.ResponseWriter, r *http.Request) {
 		answer(w, http.StatusBadRequest, `{"code":"INVALID_SYNTAX"}`)
 		return
 	}
-	id := f.fanOut(body.Event, body.Data)
+	id := f.fanOut(r.Host, body.Event, body.Data)
 	answer(w, http.StatusOK, fmt.Sprintf(`{"code":"OK","id":"%d"}`, id))
 }
 
@@ -548,11 +708,12 @@ func answer(w http.ResponseWriter, status int, body string) {
 
 // fanOut queues the event to every subscriber of name and returns its id.
 // The frame carries an extra "id" before "event", as later servers may.
-func (f *fakeServer) fanOut(name string, data json.RawMessage) int {
+func (f *fakeServer) fanOut(host, name string, data json.RawMessage) int {
 	nameJSON, _ := json.Marshal(name)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.sequence++
+	f.postsAt[host]++
 	frame := fmt.Appendf(nil, `{"type":"event","id":"%d","event":%s,"data":%s}`, f.sequence, nameJSON, data)
 	for i, c := range f.clients {
 		if f.opts.dropOne && i == 0 && f.sequence == 10 {
@@ -599,7 +760,7 @@ func (f *fakeServer) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	c := f.register(events, r.RemoteAddr)
+	c := f.register(events, r.Host, r.RemoteAddr)
 	writerDone := make(chan struct{})
 	go fakeWriter(conn, c.send, writerDone)
 	err = readUntilClosed(conn)
@@ -644,9 +805,10 @@ func readUntilClosed(conn *websocket.Conn) error {
 	}
 }
 
-func (f *fakeServer) register(events []string, remoteAddr string) *fakeClient {
+func (f *fakeServer) register(events []string, host, remoteAddr string) *fakeClient {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.subsAt[host]++
 	if host, _, err := net.SplitHostPort(remoteAddr); err == nil {
 		f.sources[host] = struct{}{}
 	}

@@ -24,10 +24,16 @@ const (
 	rssTolerance      = 0.01
 )
 
-// serverSample is the server's CPU time and memory at one moment.
+// serverSample is the server's CPU time and memory at one moment. For
+// several servers (sampleServers) it also holds the machine's CPU time and
+// this tool's, so that the report can tell what else ran meanwhile.
 type serverSample struct {
 	cpuTicks int64 // utime + stime, in clock ticks
 	rssBytes int64
+
+	at          int64 // Unix ns
+	machineBusy int64 // clock ticks over all CPUs; 0 when unknown
+	selfNanos   int64 // this process's user + system time
 }
 
 // sampleServer reads pid's CPU time and RSS from /proc.
@@ -41,6 +47,61 @@ func sampleServer(pid int) (serverSample, error) {
 		return serverSample{}, err
 	}
 	return serverSample{cpuTicks: cpu, rssBytes: rss}, nil
+}
+
+// sampleServers samples every pid and adds the samples up: the servers of
+// a cluster run on the same cores, so their sum is what the run cost.
+func sampleServers(pids []int) (serverSample, error) {
+	var sum serverSample
+	// The machine's counters are best effort: without them the report
+	// only lacks its machine line.
+	sum.machineBusy, sum.selfNanos, _ = sampleMachine()
+	sum.at = time.Now().UnixNano()
+	for _, pid := range pids {
+		s, err := sampleServer(pid)
+		if err != nil {
+			return serverSample{}, fmt.Errorf("pid %d: %w", pid, err)
+		}
+		sum.cpuTicks += s.cpuTicks
+		sum.rssBytes += s.rssBytes
+	}
+	return sum, nil
+}
+
+// readRSSSum returns the RSS of every pid added up.
+func readRSSSum(pids []int) (int64, error) {
+	var sum int64
+	for _, pid := range pids {
+		rss, err := readRSS(pid)
+		if err != nil {
+			return 0, fmt.Errorf("pid %d: %w", pid, err)
+		}
+		sum += rss
+	}
+	return sum, nil
+}
+
+// parseProcStatBusy returns the busy time of all CPUs, in clock ticks, from
+// the contents of /proc/stat, whose first line is
+// "cpu user nice system idle iowait irq softirq steal ...": everything but
+// idle and iowait.
+func parseProcStatBusy(stat string) (int64, error) {
+	line, _, _ := strings.Cut(stat, "\n")
+	fields := strings.Fields(line)
+	if len(fields) < 9 || fields[0] != "cpu" {
+		return 0, fmt.Errorf("unexpected first line %q", truncate(line, 80))
+	}
+	var busy int64
+	for i, f := range fields[1:9] {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("field %d: %w", i+1, err)
+		}
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy, nil
 }
 
 // readCPUTicks returns pid's user plus system CPU time in clock ticks.
@@ -116,10 +177,11 @@ func parseStatusRSS(status string) (int64, error) {
 	return 0, fmt.Errorf("no VmRSS line (a kernel thread or a zombie has none)")
 }
 
-// waitStableRSS polls pid's RSS until it is stable, timeout passes or ctx
-// ends, and returns the last reading and whether it was stable.
-func waitStableRSS(ctx context.Context, pid int, timeout time.Duration) (int64, bool, error) {
-	prev, err := readRSS(pid)
+// waitStableRSS polls the pids' total RSS until it is stable, timeout
+// passes or ctx ends, and returns the last reading and whether it was
+// stable.
+func waitStableRSS(ctx context.Context, pids []int, timeout time.Duration) (int64, bool, error) {
+	prev, err := readRSSSum(pids)
 	if err != nil {
 		return 0, false, err
 	}
@@ -135,7 +197,7 @@ func waitStableRSS(ctx context.Context, pid int, timeout time.Duration) (int64, 
 		case <-ctx.Done():
 			return prev, false, nil
 		}
-		cur, err := readRSS(pid)
+		cur, err := readRSSSum(pids)
 		if err != nil {
 			return 0, false, err
 		}

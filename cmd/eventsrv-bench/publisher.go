@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,6 +59,17 @@ type publishResult struct {
 	abort     error          // why publishing stopped before every event was attempted
 	firstSend int64          // Unix ns
 	lastDone  int64          // Unix ns, the last answer
+	targets   []publishTarget
+	latencies []int64 // ns from sending each acknowledged POST to its answer, sorted
+}
+
+// publishTarget is what the publishers of one listen URL did.
+type publishTarget struct {
+	publishers int
+	succeeded  int
+	failed     int
+	firstSend  int64
+	lastDone   int64
 }
 
 // publishAll publishes cfg.events events with cfg.publishers concurrent
@@ -76,17 +88,29 @@ func publishAll(ctx context.Context, cfg config) publishResult {
 	}
 	wg.Wait()
 	stopWork()
-	res := mergePublishers(pubs)
+	res := mergePublishers(pubs, len(cfg.publishURLs))
+	slices.Sort(res.latencies)
 	if ctx.Err() != nil && res.attempted < cfg.events {
 		res.abort = context.Cause(ctx)
 	}
 	return res
 }
 
-// mergePublishers totals the publishers' results.
-func mergePublishers(pubs []*publisher) publishResult {
-	res := publishResult{failures: make(map[string]int)}
+// mergePublishers totals the publishers' results, overall and for each of
+// the targets (listen URLs).
+func mergePublishers(pubs []*publisher, targets int) publishResult {
+	res := publishResult{failures: make(map[string]int), targets: make([]publishTarget, targets)}
 	for _, p := range pubs {
+		t := &res.targets[p.target]
+		t.publishers++
+		t.succeeded += p.succeeded
+		for _, n := range p.failures {
+			t.failed += n
+		}
+		if p.firstSend != 0 && (t.firstSend == 0 || p.firstSend < t.firstSend) {
+			t.firstSend = p.firstSend
+		}
+		t.lastDone = max(t.lastDone, p.lastDone)
 		res.acked = append(res.acked, p.acked)
 		res.succeeded += p.succeeded
 		res.attempted += p.attempts
@@ -98,6 +122,7 @@ func mergePublishers(pubs []*publisher) publishResult {
 			res.firstSend = p.firstSend
 		}
 		res.lastDone = max(res.lastDone, p.lastDone)
+		res.latencies = append(res.latencies, p.latencies...)
 	}
 	return res
 }
@@ -174,6 +199,7 @@ func (s *schedule) run(ctx context.Context, events int, rate float64) {
 // that its sequence numbers are also its send order.
 type publisher struct {
 	index     int
+	target    int // index of its URL in cfg.publishURLs
 	client    *http.Client
 	url       string
 	auth      string
@@ -185,10 +211,13 @@ type publisher struct {
 	failures  map[string]int
 	firstSend int64
 	lastDone  int64
+	latencies []int64 // ns, each acknowledged POST's round trip
 }
 
-// newPublisher returns publisher index with its own transport.
+// newPublisher returns publisher index with its own transport. Publishers
+// take the listen URLs in turn.
 func newPublisher(cfg config, index int) *publisher {
+	target := index % len(cfg.publishURLs)
 	eventJSON, _ := json.Marshal(cfg.event) // a string always encodes
 	transport := &http.Transport{
 		// No Proxy: the load must reach the server, not a proxy named in
@@ -201,8 +230,9 @@ func newPublisher(cfg config, index int) *publisher {
 	}
 	return &publisher{
 		index:     index,
+		target:    target,
 		client:    &http.Client{Transport: transport, Timeout: cfg.timeout},
-		url:       cfg.publishURL,
+		url:       cfg.publishURLs[target],
 		auth:      "Basic " + cfg.token,
 		eventJSON: eventJSON,
 		size:      cfg.size,
@@ -218,11 +248,14 @@ func (p *publisher) run(ctx context.Context, work workSource, abort context.Canc
 	for work.next(ctx) {
 		seq := p.attempts
 		p.attempts++
+		start := time.Now()
 		err := p.publishOne(ctx, seq)
-		p.lastDone = time.Now().UnixNano()
+		done := time.Now()
+		p.lastDone = done.UnixNano()
 		if err == nil {
 			p.acked.set(seq)
 			p.succeeded++
+			p.latencies = append(p.latencies, int64(done.Sub(start)))
 			continue
 		}
 		if ctx.Err() != nil {

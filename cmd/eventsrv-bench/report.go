@@ -11,9 +11,11 @@ import (
 )
 
 const (
-	modeLoad = "load"
-	modeIdle = "idle"
-	mib      = 1 << 20
+	modeLoad      = "load"
+	modeIdle      = "idle"
+	modeJetStream = "jetstream"
+	modeCompare   = "compare"
+	mib           = 1 << 20
 )
 
 // report is everything a run found. It is printed as text or, with -json,
@@ -39,31 +41,37 @@ type report struct {
 
 // loadReport is the publish and delivery part of a load run.
 type loadReport struct {
-	Events              int            `json:"events"`
-	Publishers          int            `json:"publishers"`
-	SizeBytes           int            `json:"size_bytes"`
-	Rate                float64        `json:"rate"`
-	Published           int            `json:"published"`
-	PublishFailed       int            `json:"publish_failed"`
-	NotAttempted        int            `json:"not_attempted"`
-	PublishFailures     map[string]int `json:"publish_failures,omitempty"`
-	PublishAborted      string         `json:"publish_aborted,omitempty"`
-	PublishSeconds      float64        `json:"publish_seconds"`
-	PublishPerSecond    float64        `json:"publish_per_second"`
-	DeliverySeconds     float64        `json:"delivery_seconds"`
-	DeliveriesPerSecond float64        `json:"deliveries_per_second"`
-	Expected            int64          `json:"expected"`
-	Received            int64          `json:"received"`
-	Lost                int64          `json:"lost"`
-	Duplicates          int64          `json:"duplicates"`
-	Unexpected          int64          `json:"unexpected"`
-	OrderViolations     int64          `json:"order_violations"`
-	OrderMismatches     int64          `json:"order_mismatches"`
-	Malformed           int64          `json:"malformed"`
-	MalformedSamples    []string       `json:"malformed_samples,omitempty"`
-	TimedOut            bool           `json:"timed_out"`
-	TimeoutSeconds      float64        `json:"timeout_seconds"`
-	Latency             latencyReport  `json:"latency_ms"`
+	Events           int            `json:"events"`
+	Publishers       int            `json:"publishers"`
+	SizeBytes        int            `json:"size_bytes"`
+	Rate             float64        `json:"rate"`
+	Published        int            `json:"published"`
+	PublishFailed    int            `json:"publish_failed"`
+	NotAttempted     int            `json:"not_attempted"`
+	PublishFailures  map[string]int `json:"publish_failures,omitempty"`
+	PublishAborted   string         `json:"publish_aborted,omitempty"`
+	PublishSeconds   float64        `json:"publish_seconds"`
+	PublishPerSecond float64        `json:"publish_per_second"`
+	PublishLatency   latencyReport  `json:"publish_latency_ms"` // POST to its OK
+
+	DeliverySeconds     float64       `json:"delivery_seconds"`
+	DeliveriesPerSecond float64       `json:"deliveries_per_second"`
+	Expected            int64         `json:"expected"`
+	Received            int64         `json:"received"`
+	Lost                int64         `json:"lost"`
+	Duplicates          int64         `json:"duplicates"`
+	Unexpected          int64         `json:"unexpected"`
+	OrderViolations     int64         `json:"order_violations"`
+	OrderMismatches     int64         `json:"order_mismatches"`
+	Malformed           int64         `json:"malformed"`
+	MalformedSamples    []string      `json:"malformed_samples,omitempty"`
+	TimedOut            bool          `json:"timed_out"`
+	TimeoutSeconds      float64       `json:"timeout_seconds"`
+	Latency             latencyReport `json:"latency_ms"`
+	// Listen and Broadcast break the figures down by URL when there are
+	// several.
+	Listen    []listenTarget    `json:"listen,omitempty"`
+	Broadcast []broadcastTarget `json:"broadcast,omitempty"`
 }
 
 // latencyReport holds latency percentiles in milliseconds.
@@ -79,11 +87,27 @@ type latencyReport struct {
 // serverReport is what /proc said about the server during the run.
 type serverReport struct {
 	PID                  int     `json:"pid"`
+	PIDs                 []int   `json:"pids,omitempty"` // all of them, when several were given
 	CPUSeconds           float64 `json:"cpu_seconds"`
 	CPUMicrosPerDelivery float64 `json:"cpu_us_per_delivery"`
+	CPUMicrosPerPublish  float64 `json:"cpu_us_per_publish"`
 	RSSBeforeMiB         float64 `json:"rss_before_mib"`
 	RSSAfterMiB          float64 `json:"rss_after_mib"`
-	Error                string  `json:"error,omitempty"`
+	// Machine is the whole machine over the same window, so that a run
+	// that shared the CPUs with something else shows it.
+	Machine *machineReport `json:"machine,omitempty"`
+	Error   string         `json:"error,omitempty"`
+}
+
+// machineReport is CPU time per second of the window, in cores: the busy
+// total, and of it the servers (-pid), this tool, and everything else
+// (other processes, the kernel's own threads, the hypervisor's steal).
+type machineReport struct {
+	CPUs        int     `json:"cpus"`
+	BusyCores   float64 `json:"busy_cores"`
+	ServerCores float64 `json:"server_cores"`
+	ToolCores   float64 `json:"tool_cores"`
+	OtherCores  float64 `json:"other_cores"`
 }
 
 // idleReport is the server's memory cost per idle subscriber.
@@ -127,6 +151,14 @@ func (r *report) judge() {
 		r.fail(l.Malformed > 0, "malformed %d", l.Malformed)
 	}
 	r.Pass = len(r.Failures) == 0
+}
+
+// failures returns why the run failed; none when it passed.
+func (r *report) failures() []string {
+	if r.Pass {
+		return nil
+	}
+	return r.Failures
 }
 
 // fail records a failure when cond holds.
@@ -188,6 +220,12 @@ func (l *loadReport) writeText(line func(string, string, ...any), b *strings.Bui
 	for _, kind := range slices.Sorted(maps.Keys(l.PublishFailures)) {
 		fmt.Fprintf(b, "  %6d × %s\n", l.PublishFailures[kind], kind)
 	}
+	if pl := l.PublishLatency; pl.Samples > 0 {
+		line("publish ms", "p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f  (POST to OK)", pl.P50, pl.P90, pl.P99, pl.P999, pl.Max)
+	}
+	for _, t := range l.Listen {
+		line("  listen", "%s: %d publishers, %d ok, %d failed (%.1f/s)", t.URL, t.Publishers, t.Published, t.PublishFailed, t.PublishPerSecond)
+	}
 	if l.PublishAborted != "" {
 		line("publish aborted", "%s", l.PublishAborted)
 	}
@@ -207,6 +245,11 @@ func (l *loadReport) writeText(line func(string, string, ...any), b *strings.Bui
 	lat := l.Latency
 	line("latency ms", "p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f  (%d samples)",
 		lat.P50, lat.P90, lat.P99, lat.P999, lat.Max, lat.Samples)
+	for _, t := range l.Broadcast {
+		line("  broadcast", "%s: %d of %d connected, %d disconnected early; received %d of %d expected, lost %d, duplicates %d, unexpected %d, malformed %d; latency ms p50 %.2f p99 %.2f max %.2f",
+			t.URL, t.Connected, t.Subscribers, t.Disconnected, t.Received, t.Expected, t.Lost, t.Duplicates, t.Unexpected, t.Malformed,
+			t.Latency.P50, t.Latency.P99, t.Latency.Max)
+	}
 }
 
 // writeText prints the idle part.
@@ -226,8 +269,20 @@ func (s *serverReport) writeText(line func(string, string, ...any)) {
 		line("server", "pid %d: %s", s.PID, s.Error)
 		return
 	}
-	line("server cpu", "%.2f s, %.2f µs per delivery (pid %d)", s.CPUSeconds, s.CPUMicrosPerDelivery, s.PID)
+	pids := fmt.Sprintf("pid %d", s.PID)
+	if len(s.PIDs) > 1 {
+		pids = "pids " + strings.Trim(strings.Join(strings.Fields(fmt.Sprint(s.PIDs)), ","), "[]") + ", added up"
+	}
+	if s.CPUMicrosPerDelivery > 0 || s.CPUMicrosPerPublish == 0 {
+		line("server cpu", "%.2f s, %.2f µs per delivery (%s)", s.CPUSeconds, s.CPUMicrosPerDelivery, pids)
+	} else {
+		line("server cpu", "%.2f s, %.2f µs per publish (%s)", s.CPUSeconds, s.CPUMicrosPerPublish, pids)
+	}
 	line("server rss", "%.1f MiB before publishing, %.1f MiB after deliveries", s.RSSBeforeMiB, s.RSSAfterMiB)
+	if m := s.Machine; m != nil {
+		line("machine cpu", "%.2f of %d cores busy: servers %.2f, this tool %.2f, other processes %.2f",
+			m.BusyCores, m.CPUs, m.ServerCores, m.ToolCores, m.OtherCores)
+	}
 }
 
 // listLines prints indented example lines under the line above.

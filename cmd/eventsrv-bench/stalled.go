@@ -20,12 +20,13 @@ type stalledReport struct {
 	Closes map[string]int `json:"closes"` // by close code and reason, or "still open"
 }
 
-// openStalled connects n subscribers that will never read after init.
+// openStalled connects n subscribers that will never read after init,
+// taking the broadcast URLs in turn.
 func openStalled(ctx context.Context, cfg config, n int) ([]*websocket.Conn, error) {
 	dialer := newDialers(cfg)[0]
 	conns := make([]*websocket.Conn, 0, n)
-	for range n {
-		conn, resp, err := dialer.DialContext(ctx, cfg.broadcastURL, nil)
+	for i := range n {
+		conn, resp, err := dialer.DialContext(ctx, cfg.broadcastURLs[i%len(cfg.broadcastURLs)], nil)
 		if err != nil {
 			closeAll(conns)
 			return nil, fmt.Errorf("stalled subscriber: %w", err)

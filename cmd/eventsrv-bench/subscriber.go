@@ -45,6 +45,7 @@ type initReply struct {
 // is written only by its read loop and read only after that loop has ended
 // (loopDone), so a delivery takes no lock.
 type subscriber struct {
+	urlIndex int // of its URL in cfg.broadcastURLs
 	conn     *websocket.Conn
 	event    string
 	tally    *tally
@@ -59,21 +60,28 @@ type subscriber struct {
 
 // fleet is every subscriber of a run and the signal that all of them are done.
 type fleet struct {
-	subs      []*subscriber // connected, in subscriber order
-	failures  errorSample   // dials and inits that failed
-	remaining atomic.Int64  // subscribers not yet finished, failed ones included
-	allDone   chan struct{} // closed when remaining reaches zero
+	subs      []*subscriber  // connected, in subscriber order
+	failures  errorSample    // dials and inits that failed
+	failedAt  []atomic.Int64 // dials and inits that failed, by broadcast URL
+	remaining atomic.Int64   // subscribers not yet finished, failed ones included
+	allDone   chan struct{}  // closed when remaining reaches zero
 }
 
 // openFleet dials cfg.subs subscribers, at most cfg.dialConcurrency at a
 // time, and returns once each has been answered init OK or has failed;
-// -timeout bounds the whole phase. Subscriber i records latencies into
-// slab[i*events : (i+1)*events], so no delivery ever allocates for them.
+// -timeout bounds the whole phase. Subscriber i connects to broadcast URL
+// i mod B, and records latencies into slab[i*events : (i+1)*events], so no
+// delivery ever allocates for them. With no subscribers the fleet is done at
+// once.
 func openFleet(ctx context.Context, cfg config, slab []int64) *fleet {
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
-	f := &fleet{allDone: make(chan struct{})}
+	targets := len(cfg.broadcastURLs)
+	f := &fleet{allDone: make(chan struct{}), failedAt: make([]atomic.Int64, targets)}
 	f.remaining.Store(int64(cfg.subs))
+	if cfg.subs == 0 {
+		close(f.allDone)
+	}
 	dialers := newDialers(cfg)
 	slots := make([]*subscriber, cfg.subs)
 	sem := make(chan struct{}, cfg.dialConcurrency)
@@ -81,10 +89,14 @@ func openFleet(ctx context.Context, cfg config, slab []int64) *fleet {
 	for i := range cfg.subs {
 		sem <- struct{}{}
 		wg.Go(func() {
-			s, err := connect(ctx, cfg, dialers[i%len(dialers)], latencyWindow(slab, i, cfg.events))
+			// The source address turns once per round of the URLs, so
+			// that each URL gets every source address.
+			target, dialer := i%targets, dialers[(i/targets)%len(dialers)]
+			s, err := connect(ctx, cfg, target, dialer, latencyWindow(slab, i, cfg.events))
 			<-sem
 			if err != nil {
-				f.failures.add(fmt.Errorf("subscriber %d: %w", i, err))
+				f.failures.add(fmt.Errorf("subscriber %d (%s): %w", i, cfg.broadcastURLs[target], err))
+				f.failedAt[target].Add(1)
 				f.finishOne()
 				return
 			}
@@ -207,9 +219,9 @@ func newDialers(cfg config) []*websocket.Dialer {
 	return dialers
 }
 
-// connect dials one subscriber and initializes it.
-func connect(ctx context.Context, cfg config, dialer *websocket.Dialer, latencies []int64) (*subscriber, error) {
-	conn, resp, err := dialer.DialContext(ctx, cfg.broadcastURL, nil)
+// connect dials one subscriber to broadcast URL target and initializes it.
+func connect(ctx context.Context, cfg config, target int, dialer *websocket.Dialer, latencies []int64) (*subscriber, error) {
+	conn, resp, err := dialer.DialContext(ctx, cfg.broadcastURLs[target], nil)
 	if err != nil {
 		if resp != nil {
 			return nil, fmt.Errorf("websocket handshake answered HTTP %d: %w", resp.StatusCode, err)
@@ -222,6 +234,7 @@ func connect(ctx context.Context, cfg config, dialer *websocket.Dialer, latencie
 	}
 	conn.SetReadLimit(int64(max(minReadLimit, 4*cfg.size+4096)))
 	s := &subscriber{
+		urlIndex: target,
 		conn:     conn,
 		event:    cfg.event,
 		tally:    newTally(cfg.publishers, cfg.events, latencies),

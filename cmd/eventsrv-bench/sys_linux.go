@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"syscall"
 )
 
@@ -37,4 +38,21 @@ func raiseFileLimit() (uint64, error) {
 		}
 	}
 	return lim.Cur, nil
+}
+
+// sampleMachine returns the busy time of all CPUs (clock ticks, from
+// /proc/stat) and this process's CPU time (ns).
+func sampleMachine() (busyTicks, selfNanos int64, err error) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	if busyTicks, err = parseProcStatBusy(string(data)); err != nil {
+		return 0, 0, err
+	}
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, 0, err
+	}
+	return busyTicks, ru.Utime.Nano() + ru.Stime.Nano(), nil
 }

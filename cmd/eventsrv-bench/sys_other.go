@@ -15,3 +15,9 @@ func bindAddressNoPort(network, address string, c syscall.RawConn) error { retur
 func raiseFileLimit() (uint64, error) {
 	return 0, errors.New("raising the open-file limit is only implemented on Linux")
 }
+
+// sampleMachine is not implemented outside Linux; the report then has no
+// machine line.
+func sampleMachine() (busyTicks, selfNanos int64, err error) {
+	return 0, 0, errors.New("the machine's CPU time is only read on Linux")
+}
