@@ -78,6 +78,9 @@ type client struct {
 	// it has sent a work message (or opened GET /queue/{name}/wait); the
 	// reader sets it under authMu.
 	worker *queue.Worker
+	// workQueues are the queues it works on, for Hub.Recheck; under
+	// authMu.
+	workQueues []string
 
 	// stamp is the hub's stamp of the last event queued to c through a
 	// topic that shared the event with another (see Hub.fanout); under

@@ -978,6 +978,11 @@ func (c *client) recheck(check Rechecker) string {
 			return reasonNarrowed
 		}
 	}
+	for _, q := range c.workQueues {
+		if !current.Work.Allows(q) {
+			return reasonNarrowed
+		}
+	}
 	c.perms = current
 	return ""
 }

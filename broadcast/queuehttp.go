@@ -144,6 +144,7 @@ func (h *Hub) serveWait(w http.ResponseWriter, r *http.Request, perms auth.Permi
 	h.startSSE(w, r, perms, func(c *client, head []byte) {
 		c.enqueue(head)
 		c.worker = queue.NewWorker(perms.Subject, n, c.notifyTask)
+		c.workQueues = []string{name}
 		h.opts.Queues.Join(c.worker, []string{name})
 	})
 }

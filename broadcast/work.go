@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"unicode/utf8"
 
 	"eventsrv/internal/jsonhttp"
 	"eventsrv/queue"
@@ -96,7 +97,13 @@ func (c *client) handleWork(typ string, msg []byte) {
 	case !c.initialized.Load():
 		refused = notInitialized
 	case typ == typeWork:
-		refused = c.startWork(m)
+		var join func()
+		if join, refused = c.startWork(m); refused == nil {
+			// The OK first: Join may offer tasks at once.
+			c.enqueue(workReply(typ, m.ID, nil))
+			join()
+			return
+		}
 	default:
 		refused = c.taskAction(typ, m)
 	}
@@ -107,17 +114,18 @@ func (c *client) handleWork(typ string, msg []byte) {
 	c.enqueue(workReply(typ, m.ID, nil))
 }
 
-// startWork makes the connection a worker of m's queues.
-func (c *client) startWork(m workMessage) *refusal {
+// startWork checks a work message and returns what makes the connection
+// a worker of its queues, to be called once the OK is queued.
+func (c *client) startWork(m workMessage) (join func(), refused *refusal) {
 	if len(m.Queues) == 0 {
-		return &refusal{InitInvalidQueues, `"queues" must be a non-empty array of queue names, e.g. "queues":["tickets"]`}
+		return nil, &refusal{InitInvalidQueues, `"queues" must be a non-empty array of queue names, e.g. "queues":["tickets"]`}
 	}
 	for _, q := range m.Queues {
 		if r := c.hub.checkQueueName(q); r != nil {
-			return r
+			return nil, r
 		}
 		if !c.perms.Work.Allows(q) {
-			return &refusal{InitForbidden, fmt.Sprintf("this token may not take tasks from %q: give it work=%s (or a pattern) in the tokens file", shortName(q), shortName(q))}
+			return nil, &refusal{InitForbidden, fmt.Sprintf("this token may not take tasks from %q: give it work=%s (or a pattern) in the tokens file", shortName(q), shortName(q))}
 		}
 	}
 	n := 1
@@ -125,13 +133,13 @@ func (c *client) startWork(m workMessage) *refusal {
 		n = *m.MaxInFlight
 	}
 	if n < 1 || n > MaxInFlight {
-		return &refusal{InitInvalidQueues, fmt.Sprintf(`"max_in_flight" must be 1 to %d`, MaxInFlight)}
+		return nil, &refusal{InitInvalidQueues, fmt.Sprintf(`"max_in_flight" must be 1 to %d`, MaxInFlight)}
 	}
 	if c.worker == nil {
 		c.worker = queue.NewWorker(c.perms.Subject, n, c.notifyTask)
 	}
-	c.hub.opts.Queues.Join(c.worker, m.Queues)
-	return nil
+	c.workQueues = append(c.workQueues, m.Queues...)
+	return func() { c.hub.opts.Queues.Join(c.worker, m.Queues) }, nil
 }
 
 // taskAction applies an assign, reject or done.
@@ -163,6 +171,8 @@ func (h *Hub) checkQueueName(q string) *refusal {
 	switch {
 	case q == "":
 		return &refusal{InitInvalidQueues, "a queue name must not be empty"}
+	case !utf8.ValidString(q):
+		return &refusal{InitInvalidQueues, "a queue name must be UTF-8 (percent-encoded in paths)"}
 	case h.opts.MaxEventNameBytes > 0 && len(q) > h.opts.MaxEventNameBytes:
 		return &refusal{InitNameTooLong, fmt.Sprintf("a queue name is %d bytes; at most %d are allowed (MAX_EVENT_NAME_BYTES)", len(q), h.opts.MaxEventNameBytes)}
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"unicode/utf8"
 
 	"eventsrv/internal/jsonhttp"
 	"eventsrv/queue"
@@ -45,6 +46,10 @@ func (h *handler) enqueue(w http.ResponseWriter, r *http.Request) {
 	}
 	perms, ok := h.authenticate(w, r)
 	if !ok {
+		return
+	}
+	if !utf8.ValidString(name) {
+		h.answer(w, CodeInvalidBody, "the queue name must be UTF-8, percent-encoded in the path")
 		return
 	}
 	if limit := h.opts.MaxEventNameBytes; limit > 0 && len(name) > limit {
