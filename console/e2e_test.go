@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"eventsrv/internal/browsertest"
 )
 
 // TestConsoleInBrowser runs the console's browser tests (e2e/console.test.mjs,
@@ -35,33 +37,14 @@ func TestConsoleInBrowser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser tests take a minute; not with -short")
 	}
-	need := func(format string, args ...any) {
-		t.Helper()
-		if os.Getenv("CI") != "" {
-			t.Fatalf("CI: "+format, args...)
-		}
-		t.Skipf(format, args...)
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		need("the browser tests need node (apt-get install -y nodejs npm)")
-	}
-	chromium := os.Getenv("CHROMIUM")
-	if chromium == "" {
-		chromium = "/usr/bin/chromium"
-	}
-	if _, err := os.Stat(chromium); err != nil {
-		need("the browser tests need Chromium at %s (apt-get install -y chromium): %v", chromium, err)
-	}
+	node, chromium := browsertest.Node(t), browsertest.Chromium(t)
 	e2e, err := filepath.Abs("e2e")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(e2e, "node_modules", "playwright-core", "package.json")); err != nil {
-		need("the browser tests need playwright-core: run npm ci in console/e2e")
-	}
+	browsertest.Playwright(t, e2e)
 	if _, err := exec.LookPath("curl"); err != nil {
-		need("the browser tests post events and stream tasks with curl")
+		browsertest.Need(t, "the browser tests post events and stream tasks with curl")
 	}
 	shots := os.Getenv("CONSOLE_SCREENSHOTS")
 	if shots == "" {

@@ -17,6 +17,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"eventsrv/internal/browsertest"
 )
 
 // examplesEnv is the environment the examples run with against s: the
@@ -142,16 +144,7 @@ func TestExampleBrowserPage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("Chromium takes seconds to start; not with -short")
 	}
-	chromium := os.Getenv("CHROMIUM")
-	if chromium == "" {
-		chromium = "/usr/bin/chromium"
-	}
-	if _, err := os.Stat(chromium); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("CI: the browser example's test needs Chromium at %s (apt-get install -y chromium)", chromium)
-		}
-		t.Skipf("the browser example's test needs Chromium at %s", chromium)
-	}
+	chromium := browsertest.Chromium(t)
 	clNoLeaks(t)
 	bin := buildEventsrv(t, "./examples/browser")
 	pageAddr := reservePort(t)

@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"eventsrv/internal/browsertest"
 )
 
 // examples/queue in Chromium (#15): two operators' pages against the real
@@ -30,30 +32,11 @@ func TestExampleQueuePage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("Chromium takes seconds to start; not with -short")
 	}
-	need := func(format string, args ...any) {
-		t.Helper()
-		if os.Getenv("CI") != "" {
-			t.Fatalf("CI: "+format, args...)
-		}
-		t.Skipf(format, args...)
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		need("the queue example's test needs node (apt-get install -y nodejs npm)")
-	}
-	chromium := os.Getenv("CHROMIUM")
-	if chromium == "" {
-		chromium = "/usr/bin/chromium"
-	}
-	if _, err := os.Stat(chromium); err != nil {
-		need("the queue example's test needs Chromium at %s (apt-get install -y chromium)", chromium)
-	}
+	node, chromium := browsertest.Node(t), browsertest.Chromium(t)
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	require.NoError(t, err)
+	browsertest.Playwright(t, filepath.Join(root, "console", "e2e"))
 	playwright := filepath.Join(root, "console", "e2e", "node_modules", "playwright-core")
-	if _, err := os.Stat(filepath.Join(playwright, "index.mjs")); err != nil {
-		need("the queue example's test needs playwright-core: run npm ci --prefix console/e2e")
-	}
 	shots := os.Getenv("QUEUE_SCREENSHOTS")
 	if shots == "" {
 		shots = filepath.Join(root, "examples", "queue", "e2e", "screenshots")
