@@ -188,10 +188,13 @@ func runQueueLoad(t *testing.T, s *server, queue string, workers []*qWorker, kil
 			}
 		})
 	}
-	defer func() {
+	// Stopped before the final counts too: a worker between an answer and
+	// its tally would otherwise be missing from them.
+	stopWorkers := sync.OnceFunc(func() {
 		close(stop)
 		wg.Wait()
-	}()
+	})
+	defer stopWorkers()
 
 	// Post from 4 goroutines, over kept-alive connections.
 	start := time.Now()
@@ -253,6 +256,7 @@ func runQueueLoad(t *testing.T, s *server, queue string, workers []*qWorker, kil
 		}
 	}
 
+	stopWorkers()
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	require.Empty(t, st.problems)
