@@ -234,48 +234,92 @@ func (b *Bus) Publish(event string, data json.RawMessage) (string, error) {
 // not stored again and answers the first one's ID, with duplicate true,
 // whatever its event and data.
 func (b *Bus) PublishOnce(key, event string, data json.RawMessage) (id string, duplicate bool, err error) {
+	wait, err := b.publish(key, event, data, nil)
+	if err != nil {
+		return "", false, err
+	}
+	return wait()
+}
+
+// batchOpts are the options of a batch's publishes: no retry after "no
+// responders", which nats.go would send after the batch's later events,
+// out of the batch's order; and a full window waits rather than fails.
+func (b *Bus) batchOpts() []jetstream.PublishOpt {
+	return []jetstream.PublishOpt{jetstream.WithRetryAttempts(0), jetstream.WithStallWait(b.cfg.PublishTimeout)}
+}
+
+// StartPublish is PublishOnce without the wait: it sends the event to
+// JetStream and returns at once, and wait waits for the acknowledgement.
+// Events started one after another, on this instance's one connection,
+// are stored in that order unless one fails, so a batch (POST /events) has
+// all its events in flight at once. A failed one is not sent again by
+// nats.go (it would come after the later ones): wait returns its error.
+func (b *Bus) StartPublish(key, event string, data json.RawMessage) (wait func() (id string, duplicate bool, err error), err error) {
+	return b.publish(key, event, data, b.batchOpts())
+}
+
+// publish sends an event and returns how to wait for its acknowledgement.
+func (b *Bus) publish(key, event string, data json.RawMessage, extra []jetstream.PublishOpt) (func() (string, bool, error), error) {
 	if b.closing.Load() {
-		return "", false, unavailable("this instance is shutting down", nil)
+		return nil, unavailable("this instance is shutting down", nil)
 	}
 	epoch := b.epoch.Load()
 	if epoch == 0 || !b.nc.IsConnected() {
-		return "", false, unavailable("the event was not stored: this instance is not connected to NATS JetStream", b.Ready())
+		return nil, unavailable("the event was not stored: this instance is not connected to NATS JetStream", b.Ready())
 	}
 	msg := &nats.Msg{Subject: Subject(b.cfg.Stream, event), Data: data}
-	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(b.cfg.Stream)}
+	opts := append([]jetstream.PublishOpt{jetstream.WithExpectStream(b.cfg.Stream)}, extra...)
 	if key != "" {
 		opts = append(opts, jetstream.WithMsgID(key))
 	}
 	start := time.Now()
 	f, err := b.js.PublishMsgAsync(msg, opts...)
 	if err != nil {
-		return "", false, unavailable("the event was not stored: NATS did not take it", err)
+		return nil, unavailable("the event was not stored: NATS did not take it", err)
 	}
-	timeout := time.NewTimer(b.cfg.PublishTimeout + 100*time.Millisecond)
-	defer timeout.Stop()
+	// nats.go fails the future after NATS_PUBLISH_TIMEOUT; the deadline
+	// is a guard against its not doing so.
+	deadline := start.Add(b.cfg.PublishTimeout + 100*time.Millisecond)
+	return func() (string, bool, error) { return b.await(f, epoch, start, deadline) }, nil
+}
+
+// await waits for a publish's acknowledgement and makes its ID.
+func (b *Bus) await(f jetstream.PubAckFuture, epoch uint64, start, deadline time.Time) (string, bool, error) {
+	var (
+		ack *jetstream.PubAck
+		err error
+	)
 	select {
-	case ack := <-f.Ok():
-		if b.cfg.Metrics != nil {
-			b.cfg.Metrics.NATSPublished(time.Since(start))
+	case ack = <-f.Ok():
+	case err = <-f.Err():
+	default:
+		timeout := time.NewTimer(time.Until(deadline))
+		defer timeout.Stop()
+		select {
+		case ack = <-f.Ok():
+		case err = <-f.Err():
+		case <-timeout.C:
 		}
-		if b.epoch.Load() != epoch {
-			// The stream was deleted, and perhaps created anew, while this
-			// publish was under way: which stream stored it is unknown, and
-			// so is its ID. A retry with the same Idempotency-Key learns it.
-			return "", false, unavailable("the event may be stored, but the stream was created anew meanwhile, so its ID is unknown; publish again with the same Idempotency-Key", nil)
-		}
-		for {
-			acked := b.acked.Load()
-			if ack.Sequence <= acked || b.acked.CompareAndSwap(acked, ack.Sequence) {
-				break
-			}
-		}
-		return history.ID{Epoch: epoch, Seq: ack.Sequence}.String(), ack.Duplicate, nil
-	case err := <-f.Err():
-		return "", false, unavailable(fmt.Sprintf("the event may not be stored: JetStream did not acknowledge it within NATS_PUBLISH_TIMEOUT (%s)", b.cfg.PublishTimeout), err)
-	case <-timeout.C:
-		return "", false, unavailable(fmt.Sprintf("the event may not be stored: JetStream did not acknowledge it within NATS_PUBLISH_TIMEOUT (%s)", b.cfg.PublishTimeout), nil)
 	}
+	if ack == nil {
+		return "", false, unavailable(fmt.Sprintf("the event may not be stored: JetStream did not acknowledge it within NATS_PUBLISH_TIMEOUT (%s)", b.cfg.PublishTimeout), err)
+	}
+	if b.cfg.Metrics != nil {
+		b.cfg.Metrics.NATSPublished(time.Since(start))
+	}
+	if b.epoch.Load() != epoch {
+		// The stream was deleted, and perhaps created anew, while this
+		// publish was under way: which stream stored it is unknown, and
+		// so is its ID. A retry with the same Idempotency-Key learns it.
+		return "", false, unavailable("the event may be stored, but the stream was created anew meanwhile, so its ID is unknown; publish again with the same Idempotency-Key", nil)
+	}
+	for {
+		acked := b.acked.Load()
+		if ack.Sequence <= acked || b.acked.CompareAndSwap(acked, ack.Sequence) {
+			break
+		}
+	}
+	return history.ID{Epoch: epoch, Seq: ack.Sequence}.String(), ack.Duplicate, nil
 }
 
 // run follows the stream until Close, starting over after every failure.

@@ -28,30 +28,40 @@ type Event struct {
 // Invalid UTF-8 is refused: it could not be relayed in a WebSocket text
 // frame.
 func ParseEvent(body []byte) (Event, error) {
+	ev, reason := parseEvent(body)
+	if reason != "" {
+		return Event{}, fmt.Errorf("%w: %s", ErrInvalidBody, reason)
+	}
+	return ev, nil
+}
+
+// parseEvent is ParseEvent, with what is wrong as a reason for people ("" when
+// nothing is), which POST /events prefixes with the event's index.
+func parseEvent(body []byte) (Event, string) {
 	if !utf8.Valid(body) {
-		return Event{}, fmt.Errorf("%w: the body is not valid UTF-8", ErrInvalidBody)
+		return Event{}, "the body is not valid UTF-8"
 	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(body, &fields); err != nil {
-		return Event{}, fmt.Errorf("%w: the body is not a JSON object: %v", ErrInvalidBody, err)
+		return Event{}, "the body is not a JSON object: " + err.Error()
 	}
 	if fields == nil { // the body was the literal null
-		return Event{}, fmt.Errorf("%w: the body is not a JSON object", ErrInvalidBody)
+		return Event{}, "the body is not a JSON object"
 	}
 	raw, ok := fields["event"]
 	if !ok {
-		return Event{}, fmt.Errorf("%w: \"event\" is missing", ErrInvalidBody)
+		return Event{}, `"event" is missing`
 	}
 	var name string
 	if raw[0] != '"' || json.Unmarshal(raw, &name) != nil {
-		return Event{}, fmt.Errorf("%w: \"event\" is not a string", ErrInvalidBody)
+		return Event{}, `"event" is not a string`
 	}
 	if name == "" {
-		return Event{}, fmt.Errorf("%w: \"event\" is empty", ErrInvalidBody)
+		return Event{}, `"event" is empty`
 	}
 	data, ok := fields["data"]
 	if !ok {
 		data = nullData
 	}
-	return Event{Name: name, Data: data}, nil
+	return Event{Name: name, Data: data}, ""
 }

@@ -77,8 +77,12 @@ var statusOf = map[Code]int{
 
 // Options are the listen server's limits.
 type Options struct {
-	// MaxBodyBytes bounds a POST /event body; larger ones get 413.
+	// MaxBodyBytes bounds a POST /event body, and each event of a POST
+	// /events batch; larger ones get 413.
 	MaxBodyBytes int64
+	// MaxBatchBytes bounds a POST /events body; larger ones get 413.
+	// 0: the larger of DefaultMaxBatchBytes and MaxBodyBytes.
+	MaxBatchBytes int64
 	// MaxEventNameBytes bounds an event name; 0: no bound.
 	MaxEventNameBytes int
 	Log               *slog.Logger
@@ -102,7 +106,8 @@ type handler struct {
 	opts Options
 }
 
-// NewHandler returns the listen server's routes: POST /event; anything else
+// NewHandler returns the listen server's routes: POST /event, POST /events
+// (a batch, see batch.go), POST /task and POST /queue/{name}; anything else
 // is 404 or 405, always with a JSON code.
 func NewHandler(a Authenticator, pub Publisher, opts Options) http.Handler {
 	if opts.Log == nil {
@@ -115,6 +120,8 @@ func NewHandler(a Authenticator, pub Publisher, opts Options) http.Handler {
 		switch r.URL.Path {
 		case "/event":
 			h.event(w, r)
+		case "/events":
+			h.events(w, r)
 		case "/task":
 			h.task(w, r)
 		default:
@@ -122,7 +129,7 @@ func NewHandler(a Authenticator, pub Publisher, opts Options) http.Handler {
 				h.enqueue(w, r)
 				return
 			}
-			writeError(w, CodeNotFound, "no such path: this server publishes with POST /event (and POST /task for task streams)")
+			writeError(w, CodeNotFound, "no such path: this server publishes with POST /event (POST /events for a batch, POST /task for task streams)")
 		}
 	})
 }

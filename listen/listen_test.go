@@ -183,7 +183,7 @@ func TestHandler(t *testing.T) {
 			wantStatus: 405, wantCode: CodeMethodNotAllowed, wantMsg: "publish with POST /event", wantAllow: "POST",
 		},
 		{
-			name: "unknown path", method: http.MethodPost, path: "/events", creds: goodCreds, body: okBody,
+			name: "unknown path", method: http.MethodPost, path: "/eventz", creds: goodCreds, body: okBody,
 			wantStatus: 404, wantCode: CodeNotFound, wantMsg: "no such path",
 		},
 		{

@@ -45,7 +45,7 @@ func TestPublishCodes(t *testing.T) {
 		{"too large", "POST", "/event", good, `{"event":"a","data":"` + strings.Repeat("x", 1100) + `"}`, 413, `{"code":"PAYLOAD_TOO_LARGE"}`},
 		{"get", "GET", "/event", good, ``, 405, `{"code":"METHOD_NOT_ALLOWED"}`},
 		{"put", "PUT", "/event", good, `{"event":"a"}`, 405, `{"code":"METHOD_NOT_ALLOWED"}`},
-		{"unknown path", "POST", "/events", good, `{"event":"a"}`, 404, `{"code":"NOT_FOUND"}`},
+		{"unknown path", "POST", "/eventz", good, `{"event":"a"}`, 404, `{"code":"NOT_FOUND"}`},
 		{"healthz", "GET", "/healthz", "", ``, 200, `{"status":"ok"}`},
 		{"healthz post", "POST", "/healthz", "", ``, 405, `{"code":"METHOD_NOT_ALLOWED"}`},
 	}

@@ -32,6 +32,7 @@ const docs = "Docs: README.md beside the source; eventsrv help lists every setti
 func listenAbout(cfg config) string {
 	return "eventsrv listen server: backends publish events here.\n" +
 		"  POST /event             {\"event\":\"<name>\",\"data\":<any JSON>}, with Authorization: Basic <token>\n" +
+		"  POST /events            a batch: [{\"event\":\"<name>\",\"data\":<any JSON>}, ...], up to 1000\n" +
 		"  GET  /admin/status      for tokens with the admin field; also /admin/clients\n" +
 		"  POST /task              a job's progress, streamed line by line, as task.<id> events\n" +
 		"  POST /queue/{name}      add a task to a work queue (one worker takes it)\n" +
@@ -72,7 +73,8 @@ func about(text string, next http.Handler) http.Handler {
 }
 
 // notSubscribers answers, on the listen server, what is meant for the
-// broadcast server: a WebSocket upgrade at any path, and GET /events.
+// broadcast server: a WebSocket upgrade at any path, and GET /events (POST
+// /events is a batch to publish, listen's).
 func notSubscribers(cfg config, next http.Handler) http.Handler {
 	other := where(cfg.BroadcastPort, "BROADCAST_PORT")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -80,7 +82,8 @@ func notSubscribers(cfg config, next http.Handler) http.Handler {
 		case websocket.IsWebSocketUpgrade(r):
 			jsonhttp.Error(w, http.StatusNotFound, "NOT_FOUND",
 				"this is the listen server: WebSocket subscribers connect to the broadcast server, "+other)
-		case r.URL.Path == "/events":
+		case r.URL.Path == "/events" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+			// POST /events is a batch of events to publish (listen's).
 			jsonhttp.Error(w, http.StatusNotFound, "NOT_FOUND",
 				"this is the listen server: Server-Sent Events are served by the broadcast server, GET /events on "+other)
 		default:

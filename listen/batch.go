@@ -1,0 +1,302 @@
+package listen
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"eventsrv/internal/jsonhttp"
+)
+
+// POST /events publishes a batch: a JSON array of POST /event bodies, in
+// one request. It exists for throughput: one request's costs (HTTP,
+// authentication) are paid once for the batch, and in cluster mode every
+// event of the batch is in flight to JetStream at once, so that JetStream
+// pipelines them rather than waiting for each acknowledgement in turn.
+//
+// The rules, which the README's publishing section repeats:
+//   - Every event is checked as POST /event checks its body, and against the
+//     token's publish permission, before any is published: one bad event
+//     refuses the batch, with POST /event's code and its index
+//     ("events[3]: ...").
+//   - The answer, {"code":"OK","ids":[...]}, comes once every event is
+//     stored, with the IDs in the batch's order. The events are stored in
+//     that order; other publishers' events may come between them.
+//   - With an Idempotency-Key K, event i is published with the key "K i"
+//     (a space cannot be in a header's key, so these never meet a POST
+//     /event's key), so a retried batch answers the same IDs and publishes
+//     nothing twice.
+//   - When some events could not be stored (in cluster mode: NATS did not
+//     acknowledge them in time), the answer is 503 UNAVAILABLE with
+//     Retry-After and the IDs of the longest prefix of the batch that was
+//     stored. A retry with the same Idempotency-Key completes the batch
+//     without duplicates; without a key there is no telling which events
+//     past the prefix were stored after all.
+
+// MaxBatchEvents bounds the events of one POST /events.
+const MaxBatchEvents = 1000
+
+// DefaultMaxBatchBytes is Options.MaxBatchBytes when it is 0 and
+// MaxBodyBytes is smaller: 1000 events of 8 KiB.
+const DefaultMaxBatchBytes = 8 << 20
+
+// ErrTooManyEvents is wrapped by ParseBatch's error for a batch of more
+// than its maximum.
+var ErrTooManyEvents = errors.New("too many events")
+
+// ErrEventTooLarge is wrapped by ParseBatch's error for an event larger than
+// its maximum.
+var ErrEventTooLarge = errors.New("event too large")
+
+// AsyncPublisher is a Publisher that can have many publishes in flight at
+// once: StartPublish sends an event (with an idempotency key unless key is
+// "", as OncePublisher) and returns at once, without waiting for it to be
+// stored; wait then waits for that and returns its outcome. An error from
+// StartPublish means the event was not sent. Events started one after
+// another are stored in that order unless one fails. The cluster bus is
+// one: a batch's events all wait for their acknowledgements together.
+type AsyncPublisher interface {
+	StartPublish(key, event string, data json.RawMessage) (wait func() (id string, duplicate bool, err error), err error)
+}
+
+// batchHint ends the message of a refused batch.
+const batchHint = `; send [{"event":"<name>","data":<any JSON>}, ...]`
+
+// ParseBatch parses a POST /events body: a JSON array of at most maxEvents
+// POST /event bodies, each at most maxEventBytes long (0: no bound), each
+// parsed as ParseEvent does. An error wraps ErrInvalidBody,
+// ErrTooManyEvents or ErrEventTooLarge, and names the event's index when it
+// is about one event. An empty array is a batch of no events.
+func ParseBatch(body []byte, maxEvents int, maxEventBytes int64) ([]Event, error) {
+	if !utf8.Valid(body) {
+		return nil, fmt.Errorf("%w: the body is not valid UTF-8", ErrInvalidBody)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, fmt.Errorf("%w: the body is not a JSON array: %v", ErrInvalidBody, err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '[' {
+		return nil, fmt.Errorf("%w: the body is not a JSON array (POST /event takes a single event)", ErrInvalidBody)
+	}
+	var events []Event
+	for i := 0; dec.More(); i++ {
+		if i == maxEvents {
+			return nil, fmt.Errorf("%w: a batch holds at most %d events; send the rest in another", ErrTooManyEvents, maxEvents)
+		}
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, fmt.Errorf("%w: events[%d] is not valid JSON: %v", ErrInvalidBody, i, err)
+		}
+		if maxEventBytes > 0 && int64(len(raw)) > maxEventBytes {
+			return nil, fmt.Errorf("%w: events[%d] is %d bytes; an event may be at most %d (MAX_BODY_BYTES)", ErrEventTooLarge, i, len(raw), maxEventBytes)
+		}
+		ev, reason := parseEvent(raw)
+		if reason != "" {
+			return nil, fmt.Errorf("%w: events[%d]: %s", ErrInvalidBody, i, strings.Replace(reason, "the body", "it", 1))
+		}
+		events = append(events, ev)
+	}
+	if _, err := dec.Token(); err != nil { // the closing ]
+		return nil, fmt.Errorf("%w: the body is not a JSON array: %v", ErrInvalidBody, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("%w: the body has more after its array", ErrInvalidBody)
+	}
+	if events == nil {
+		events = []Event{}
+	}
+	return events, nil
+}
+
+// batchKey is the idempotency key of a batch's event i: "" without one.
+func batchKey(key string, i int) string {
+	if key == "" {
+		return ""
+	}
+	return key + " " + strconv.Itoa(i)
+}
+
+// maxBatchBytes is the bound of a POST /events body.
+func (h *handler) maxBatchBytes() int64 {
+	if h.opts.MaxBatchBytes > 0 {
+		return h.opts.MaxBatchBytes
+	}
+	return max(DefaultMaxBatchBytes, h.opts.MaxBodyBytes)
+}
+
+// events serves POST /events.
+func (h *handler) events(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		h.answer(w, CodeMethodNotAllowed, "publish a batch with POST /events")
+		return
+	}
+	perms, ok := h.authenticate(w, r)
+	if !ok {
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBatchBytes()))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			h.opts.Log.Info("batch refused", "remote", r.RemoteAddr, "code", CodePayloadTooLarge, "limit", tooLarge.Limit)
+			h.answer(w, CodePayloadTooLarge, fmt.Sprintf("the body is over %d bytes (MAX_BATCH_BYTES): send a smaller batch", tooLarge.Limit))
+			return
+		}
+		h.opts.Log.Info("batch body read failed", "remote", r.RemoteAddr, "err", err)
+		h.answer(w, CodeInvalidBody, "the body could not be read: "+err.Error())
+		return
+	}
+	events, err := ParseBatch(body, MaxBatchEvents, h.opts.MaxBodyBytes)
+	if err != nil {
+		code := CodeInvalidBody
+		if errors.Is(err, ErrTooManyEvents) || errors.Is(err, ErrEventTooLarge) {
+			code = CodePayloadTooLarge
+		}
+		h.opts.Log.Info("batch refused", "remote", r.RemoteAddr, "code", code, "reason", err)
+		message := err.Error()
+		for _, e := range []error{ErrInvalidBody, ErrTooManyEvents, ErrEventTooLarge} {
+			message = strings.TrimPrefix(message, e.Error()+": ")
+		}
+		if code == CodeInvalidBody {
+			message += batchHint
+		}
+		h.answer(w, code, message)
+		return
+	}
+	for i, ev := range events {
+		if limit := h.opts.MaxEventNameBytes; limit > 0 && len(ev.Name) > limit {
+			h.opts.Log.Info("batch refused", "remote", r.RemoteAddr, "code", CodeNameTooLong, "index", i, "length", len(ev.Name), "limit", limit)
+			h.answer(w, CodeNameTooLong, fmt.Sprintf("events[%d]: the event name is %d bytes; at most %d are allowed (MAX_EVENT_NAME_BYTES)", i, len(ev.Name), limit))
+			return
+		}
+	}
+	key, err := idempotencyKey(r)
+	if err != nil {
+		h.opts.Log.Info("batch refused", "remote", r.RemoteAddr, "code", CodeInvalidKey)
+		h.answer(w, CodeInvalidKey, err.Error())
+		return
+	}
+	for i, ev := range events {
+		if !perms.Publish.Allows(ev.Name) {
+			h.opts.Log.Info("batch refused", "remote", r.RemoteAddr, "code", CodeForbidden, "index", i, "event", logName(ev.Name))
+			h.answer(w, CodeForbidden, fmt.Sprintf("events[%d]: this token may not publish %q: no publish pattern of its role matches", i, logName(ev.Name)))
+			return
+		}
+	}
+	ids, duplicates, err := h.publishBatch(key, events)
+	if err != nil {
+		h.opts.Log.Warn("batch publish failed", "remote", r.RemoteAddr, "events", len(events), "stored", len(ids), "err", err)
+		advice := "the server is shutting down: publish again, to another instance or once it is back"
+		var a advised
+		if errors.As(err, &a) {
+			advice = a.Advice()
+		}
+		advice = fmt.Sprintf("%d of %d events stored (their IDs are in ids): %s", len(ids), len(events), advice)
+		if key != "" {
+			advice += "; a retry with the same Idempotency-Key publishes only what is missing"
+		}
+		h.countEvents(len(ids))
+		h.count(CodeUnavailable)
+		w.Header().Set("Retry-After", "1")
+		jsonhttp.Write(w, statusOf[CodeUnavailable], []byte(`{"code":"`+string(CodeUnavailable)+`","message":`+
+			jsonhttp.Quote(advice)+`,"ids":`+idList(ids)+`}`))
+		return
+	}
+	h.countEvents(len(ids))
+	answer := `{"code":"OK","ids":` + idList(ids)
+	if duplicates > 0 {
+		answer += `,"duplicates":` + strconv.Itoa(duplicates)
+	}
+	jsonhttp.Write(w, statusOf[CodeOK], []byte(answer+"}"))
+}
+
+// countEvents counts n events published, for metrics: the OK count is one
+// per event, whether it came alone or in a batch.
+func (h *handler) countEvents(n int) {
+	for range n {
+		h.count(CodeOK)
+	}
+}
+
+// idList is ids as a JSON array.
+func idList(ids []string) string {
+	var b strings.Builder
+	b.WriteByte('[')
+	for i, id := range ids {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(jsonhttp.Quote(id))
+	}
+	b.WriteByte(']')
+	return b.String()
+}
+
+// publishBatch publishes events in order and returns the IDs of the longest
+// prefix that was stored (all of them when err is nil) and how many of
+// those were duplicates of a retried batch's. An AsyncPublisher gets them
+// all in flight at once; any other Publisher gets one after another.
+func (h *handler) publishBatch(key string, events []Event) (ids []string, duplicates int, err error) {
+	ids = make([]string, 0, len(events))
+	if async, ok := h.pub.(AsyncPublisher); ok {
+		waits := make([]func() (string, bool, error), 0, len(events))
+		for i, ev := range events {
+			wait, err2 := async.StartPublish(batchKey(key, i), ev.Name, ev.Data)
+			if err2 != nil {
+				// Not sent: neither is anything after it, which could
+				// only be stored out of the batch's order.
+				err = err2
+				break
+			}
+			waits = append(waits, wait)
+		}
+		// Every event sent is waited for, also past a failure, so that
+		// none is still in flight when the answer goes.
+		var waitErr error
+		for _, wait := range waits {
+			id, duplicate, err2 := wait()
+			switch {
+			case waitErr != nil:
+			case err2 != nil:
+				waitErr = err2
+			default:
+				ids = append(ids, id)
+				if duplicate {
+					duplicates++
+				}
+			}
+		}
+		if waitErr != nil {
+			err = waitErr
+		}
+		return ids, duplicates, err
+	}
+	once, _ := h.pub.(OncePublisher)
+	for i, ev := range events {
+		var (
+			id        string
+			duplicate bool
+		)
+		if once != nil && key != "" {
+			id, duplicate, err = once.PublishOnce(batchKey(key, i), ev.Name, ev.Data)
+		} else {
+			id, err = h.pub.Publish(ev.Name, ev.Data)
+		}
+		if err != nil {
+			return ids, duplicates, err
+		}
+		ids = append(ids, id)
+		if duplicate {
+			duplicates++
+		}
+	}
+	return ids, duplicates, nil
+}
