@@ -9,7 +9,6 @@ import (
 
 	"eventsrv/auth"
 	"eventsrv/internal/jsonhttp"
-	"eventsrv/queue"
 )
 
 // Work queues over HTTP, on the broadcast server, for workers that cannot
@@ -143,7 +142,7 @@ func (h *Hub) serveWait(w http.ResponseWriter, r *http.Request, perms auth.Permi
 	}
 	h.startSSE(w, r, perms, func(c *client, head []byte) {
 		c.enqueue(head)
-		c.worker = queue.NewWorker(perms.Subject, n, c.notifyTask)
+		c.worker = c.newWorker(perms.Subject, n)
 		c.workQueues = []string{name}
 		h.opts.Queues.Join(c.worker, []string{name})
 	})

@@ -66,6 +66,7 @@ func (c *client) sweep(now time.Time) {
 	case abort:
 		c.abort()
 	case closing:
+		c.leaveClosing() // a worker's tasks go back now, not at the teardown
 	case c.expires.Load() != nil && now.After(*c.expires.Load()):
 		c.close(closeTokenExpired, reasonExpired)
 	case !c.initialized.Load():

@@ -105,6 +105,13 @@ func (c *client) handleWork(typ string, msg []byte) {
 			return
 		}
 	default:
+		if w := c.worker; w != nil {
+			// The answer first: a reject (or an assign or done that
+			// frees a slot) makes the next offer before it returns, and
+			// that offer waits until the answer is queued.
+			w.Hold()
+			defer w.Release()
+		}
 		refused = c.taskAction(typ, m)
 	}
 	if refused != nil {
@@ -136,7 +143,7 @@ func (c *client) startWork(m workMessage) (join func(), refused *refusal) {
 		return nil, &refusal{InitInvalidQueues, fmt.Sprintf(`"max_in_flight" must be 1 to %d`, MaxInFlight)}
 	}
 	if c.worker == nil {
-		c.worker = queue.NewWorker(c.perms.Subject, n, c.notifyTask)
+		c.worker = c.newWorker(c.perms.Subject, n)
 	}
 	c.workQueues = append(c.workQueues, m.Queues...)
 	return func() { c.hub.opts.Queues.Join(c.worker, m.Queues) }, nil
@@ -196,14 +203,46 @@ func workReply(typ string, id *string, r *refusal) []byte {
 	return textFrame(append(b, '}'))
 }
 
-// notifyTask queues a notice from the manager to the worker: a task frame
-// (an offer or a forced assignment), or an expired one.
-func (c *client) notifyTask(n queue.Notice) {
+// newWorker makes the connection a worker of subject that holds at most
+// maxInFlight tasks; it joins no queue yet.
+func (c *client) newWorker(subject string, maxInFlight int) *queue.Worker {
+	var w *queue.Worker
+	w = queue.NewWorker(subject, maxInFlight, func(n queue.Notice) { c.notifyTask(w, n) })
+	return w
+}
+
+// notifyTask queues a notice from the manager to the worker w: a task frame
+// (an offer or a forced assignment), or an expired one. A connection that
+// is closing (an admin closed it, its token was narrowed, it was cut off
+// as slow, or this very frame overflowed its queue) drops the frame; the
+// worker then leaves at once, so that the task goes to another worker now
+// rather than when the connection's teardown gives it back, after the
+// closing handshake.
+func (c *client) notifyTask(w *queue.Worker, n queue.Notice) {
 	if c.sse {
 		c.enqueue(sseTaskFrame(n))
+	} else {
+		c.enqueue(textFrame(taskJSON(n, false)))
+	}
+	if c.isClosing() {
+		c.hub.opts.Queues.Leave(w) // the manager allows this from notify
+	}
+}
+
+// leaveClosing gives back the tasks of a closing connection's worker,
+// before its teardown, which waits for the peer's side of the closing
+// handshake (up to closeGrace, or WRITE_TIMEOUT for a peer that reads
+// nothing). The sweep calls it for every closing connection; when the
+// reader holds authMu it does nothing, and the next sweep tries again.
+func (c *client) leaveClosing() {
+	if !c.authMu.TryLock() {
 		return
 	}
-	c.enqueue(textFrame(taskJSON(n, false)))
+	w := c.worker
+	c.authMu.Unlock()
+	if w != nil {
+		c.hub.opts.Queues.Leave(w)
+	}
 }
 
 // taskJSON is a notice as JSON: {"type":"task","queue":…,"id":…,

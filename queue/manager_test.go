@@ -506,3 +506,28 @@ func TestTake(t *testing.T) {
 	require.ErrorIs(t, m.Reject(w.Worker, newer), ErrNotOfferedToYou)
 	require.ErrorIs(t, m.Done(w.Worker, offeredID), ErrNotAssigned, "offered, not assigned")
 }
+
+// A held worker gets no notice until it is released: a transport sends
+// its answer to a reject before the offer that the reject made possible.
+func TestHoldDelaysNotices(t *testing.T) {
+	m := NewManager(Options{})
+	defer m.Close()
+	w := newProbe(t, "w", 1)
+	m.Join(w.Worker, []string{"q"})
+	first, second := add(t, m, "q", AddOptions{}), add(t, m, "q", AddOptions{})
+	require.Equal(t, first, w.now(t).ID)
+	w.Hold()
+	w.Hold() // holds nest
+	require.NoError(t, m.Reject(w.Worker, first))
+	w.Release()
+	w.quiet(t)
+	w.Release()
+	// The only worker refused first, so it went around: it comes back
+	// ahead of the newer task.
+	n := w.now(t)
+	require.Equal(t, first, n.ID)
+	require.Equal(t, 2, n.Attempt)
+	require.NoError(t, m.Assign(w.Worker, first))
+	require.Equal(t, second, w.now(t).ID)
+	checkInvariants(t, m)
+}

@@ -30,6 +30,7 @@ type Worker struct {
 	outbox   []Notice
 	spare    []Notice
 	draining bool
+	paused   int  // Hold calls not yet Released: notices wait in the outbox
 	gone     bool // Leave: drop what is queued and anything later
 }
 
@@ -65,7 +66,7 @@ func (w *Worker) drain() {
 		return
 	}
 	w.draining = true
-	for len(w.outbox) > 0 && !w.gone {
+	for len(w.outbox) > 0 && !w.gone && w.paused == 0 {
 		batch := w.outbox
 		w.outbox, w.spare = w.spare[:0], nil
 		w.omu.Unlock()
@@ -80,6 +81,30 @@ func (w *Worker) drain() {
 	}
 	w.draining = false
 	w.omu.Unlock()
+}
+
+// Hold keeps the worker's notices from being delivered until the matching
+// Release; Holds nest. A transport holds its worker while it answers an
+// action (assign, reject, done), so that its answer goes out before the
+// offer that the action made possible: the manager makes that offer, and
+// would deliver it, before Assign or Reject returns.
+func (w *Worker) Hold() {
+	w.omu.Lock()
+	w.paused++
+	w.omu.Unlock()
+}
+
+// Release ends a Hold; the last one delivers what was held, in order, on
+// the caller's goroutine (so it must not be called with a lock that notify
+// takes).
+func (w *Worker) Release() {
+	w.omu.Lock()
+	w.paused--
+	last := w.paused == 0
+	w.omu.Unlock()
+	if last {
+		w.drain()
+	}
 }
 
 // close drops queued notices and any later ones.

@@ -543,7 +543,7 @@ func TestQueueForcedAssign(t *testing.T) {
 	f2 := s.enqueue("f?mode=assign", `2`)
 	assert.Equal(t, 1.0, queueSample(s.scrape(), "depth", "f", ""))
 	a.quiet(t)
-	a.must(t, "assign", t1, "OK") // frees a: f2 came before this answer
+	a.must(t, "assign", t1, "OK") // frees a: f2 follows this answer
 	a.offer(t, f2, 1, true)
 
 	// A forced task that needs completion holds the slot until done.
