@@ -71,6 +71,19 @@ baseline for eventsrv's cluster mode; with -compare too it alternates that
 baseline with the eventsrv run for -rounds rounds and reports the ratio of
 the publish rates.
 
+With -versus minimal -eventsrv-bin PATH it runs the same load alternately on
+a minimal gorilla/websocket relay built into this tool (started as a
+process of its own) and on eventsrv, each fresh on free loopback ports for
+each run, -rounds times, and reports both servers' p50, p99, deliveries/s
+and CPU per delivery, per round and as medians, with the ratios
+eventsrv/minimal; issue #16's target is a p99 ratio of at most 0.85 at
+-subs 1000 -rate 20 -size 100:
+
+  eventsrv-bench -versus minimal -eventsrv-bin /tmp/eventsrv -rounds 3 \
+    -subs 1000 -rate 20 -events 600 -size 100
+
+-batch N publishes N events per request, as a JSON array, to /events.
+
 Flags:
 `
 
@@ -104,6 +117,13 @@ type config struct {
 	jsConsumers  int
 	compare      bool
 	rounds       int
+
+	// -batch: events per POST to /events; 1 posts each to /event.
+	batch int
+
+	// -versus: the reference server to run eventsrv against, alternately.
+	versus      string // "" or "minimal"
+	eventsrvBin string
 }
 
 // jetstreamOnly reports whether the run is the JetStream baseline alone,
@@ -139,7 +159,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 		return config{}, err
 	}
 	cfg.pids = pids
-	if err := cfg.check(); err != nil {
+	if err := errors.Join(cfg.check(), cfg.checkVersus(raw.listen.set || raw.broadcast.set)); err != nil {
 		return config{}, err
 	}
 	if err := cfg.resolve(raw); err != nil {
@@ -194,7 +214,14 @@ func newFlagSet(cfg *config, raw *rawFlags, stderr io.Writer) *flag.FlagSet {
 		"as K eventsrv instances in cluster mode each follow their stream")
 	fs.BoolVar(&cfg.compare, "compare", false, "with -jetstream: run the JetStream baseline and then the eventsrv run (the other flags; -subs 0\n"+
 		"for the publish rate alone), -rounds times alternately, and report the ratio of their publish rates")
-	fs.IntVar(&cfg.rounds, "rounds", defaultRounds, "with -compare: rounds `R` of baseline then eventsrv")
+	fs.IntVar(&cfg.rounds, "rounds", defaultRounds, "with -compare or -versus: rounds `R` of baseline then eventsrv")
+	fs.IntVar(&cfg.batch, "batch", 1, "events `N` per request: 1 posts each to /event; more post them as a JSON array to /events\n"+
+		"(answered {\"code\":\"OK\",\"ids\":[...]}); each event is still counted and timed on its own")
+	fs.StringVar(&cfg.versus, "versus", "", "`server` to run eventsrv against: \"minimal\", a minimal gorilla/websocket relay built into this\n"+
+		"tool (one reader and one writer goroutine per connection, queued frames coalesced into one write).\n"+
+		"Starts each server fresh on free loopback ports for each run, alternately, -rounds times, with the\n"+
+		"other flags' load, and reports p50, p99, deliveries/s and CPU per delivery of both, and their ratios")
+	fs.StringVar(&cfg.eventsrvBin, "eventsrv-bin", "", "with -versus: the eventsrv `binary` to start (go build -o /tmp/eventsrv ./cmd/eventsrv)")
 	return fs
 }
 
@@ -228,7 +255,35 @@ func (c *config) check() error {
 	if c.idle && len(c.pids) == 0 {
 		errs = append(errs, errors.New("-idle needs -pid: idle mode measures the server's RSS"))
 	}
+	if c.batch < 1 {
+		errs = append(errs, fmt.Errorf("-batch %d: need at least 1 event per request", c.batch))
+	}
 	errs = append(errs, c.checkJetStream()...)
+	return errors.Join(errs...)
+}
+
+// checkVersus rejects flags that -versus sets itself or that do not go
+// with it. listenOrBroadcast tells whether -listen or -broadcast was given.
+func (c *config) checkVersus(listenOrBroadcast bool) error {
+	if c.versus == "" {
+		if c.eventsrvBin != "" {
+			return errors.New("-eventsrv-bin needs -versus")
+		}
+		return nil
+	}
+	var errs []error
+	if c.versus != versusMinimal {
+		errs = append(errs, fmt.Errorf("-versus %q: the only reference server is %q", c.versus, versusMinimal))
+	}
+	if c.eventsrvBin == "" {
+		errs = append(errs, errors.New("-versus needs -eventsrv-bin, the eventsrv binary to start"))
+	}
+	if listenOrBroadcast || len(c.pids) > 0 || c.token != "" {
+		errs = append(errs, fmt.Errorf("%w on free ports with a token of its own: no -listen, -broadcast, -pid or -token", errVersusFlags))
+	}
+	if c.idle || c.jetstream != "" || c.compare {
+		errs = append(errs, fmt.Errorf("%w: not with -idle, -jetstream or -compare", errVersusFlags))
+	}
 	return errors.Join(errs...)
 }
 
@@ -259,6 +314,9 @@ func (c *config) checkJetStream() []error {
 	if c.rounds < 1 {
 		errs = append(errs, fmt.Errorf("-rounds %d: need at least 1", c.rounds))
 	}
+	if c.jetstreamOnly() && c.batch > 1 {
+		errs = append(errs, errors.New("-batch does not apply to -jetstream alone, which publishes each event on its own"))
+	}
 	if c.jetstream != "" && c.rate > 0 {
 		errs = append(errs, errors.New("-rate does not apply to -jetstream, which publishes as fast as JetStream acknowledges"))
 	}
@@ -268,7 +326,7 @@ func (c *config) checkJetStream() []error {
 // resolve turns the raw flags into URLs, the token and the source addresses.
 func (c *config) resolve(raw rawFlags) error {
 	for _, listen := range raw.listen.values {
-		publishURL, err := publishURLFor(listen)
+		publishURL, err := publishURLFor(listen, publishPath(c.batch))
 		if err != nil {
 			return err
 		}
@@ -287,7 +345,7 @@ func (c *config) resolve(raw rawFlags) error {
 	if c.sources, err = parseSources(raw.sources, sourcesHost(hosts)); err != nil {
 		return err
 	}
-	if c.token == "" && !c.jetstreamOnly() {
+	if c.token == "" && !c.jetstreamOnly() && c.versus == "" {
 		if c.token, err = readTokenFile(raw.tokenFile); err != nil {
 			return err
 		}
@@ -295,9 +353,19 @@ func (c *config) resolve(raw rawFlags) error {
 	return nil
 }
 
-// publishURLFor returns the POST /event URL of a listen server base URL. A
-// URL that already ends in /event is taken as it is.
-func publishURLFor(listen string) (string, error) {
+// publishPath is the path events are POSTed to: /event one at a time,
+// /events in batches.
+func publishPath(batch int) string {
+	if batch > 1 {
+		return "/events"
+	}
+	return "/event"
+}
+
+// publishURLFor returns the URL of a listen server base URL to POST to at
+// path (/event or /events). A URL that already ends in /event or /events
+// gets the path asked for in its place.
+func publishURLFor(listen, path string) (string, error) {
 	u, err := url.Parse(listen)
 	if err != nil {
 		return "", fmt.Errorf("-listen %q: %w", listen, err)
@@ -305,9 +373,9 @@ func publishURLFor(listen string) (string, error) {
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
 		return "", fmt.Errorf("-listen %q: want an http:// or https:// URL with a host", listen)
 	}
-	if !strings.HasSuffix(u.Path, "/event") {
-		u.Path = strings.TrimSuffix(u.Path, "/") + "/event"
-	}
+	base := strings.TrimSuffix(u.Path, "/")
+	base = strings.TrimSuffix(strings.TrimSuffix(base, "/events"), "/event")
+	u.Path = base + path
 	return u.String(), nil
 }
 

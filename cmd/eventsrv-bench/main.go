@@ -72,7 +72,14 @@
 //	                     wait for their ack, as eventsrv's POSTs do
 //	-js-consumers K      the baseline also feeds K ordered consumers
 //	-compare             alternate the baseline with the eventsrv run
-//	-rounds R            rounds of -compare (default 1)
+//	-rounds R            rounds of -compare or -versus (default 1)
+//	-batch N             events per request (default 1, to /event); more are
+//	                     POSTed as a JSON array to /events, answered
+//	                     {"code":"OK","ids":[...]}, each event still counted
+//	                     and timed on its own
+//	-versus minimal      run eventsrv against the built-in minimal server
+//	                     (see below)
+//	-eventsrv-bin PATH   with -versus: the eventsrv binary to start
 //
 // # JetStream baseline
 //
@@ -90,6 +97,31 @@
 // the eventsrv run the other flags describe (usually -subs 0 and enough
 // -publishers to saturate), and the report gives the ratio of eventsrv's
 // publish rate to the baseline's, per round and the median.
+//
+// # Against a minimal server
+//
+// With -versus minimal -eventsrv-bin PATH the tool starts, for each run, a
+// fresh server on free loopback ports with a temporary tokens file
+// (TOKENS_FILE, BIND_ADDRESS=127.0.0.1, LISTEN_PORT, BROADCAST_PORT,
+// METRICS_ADDRESS, LOG_LEVEL=warn; the rest of its environment is this
+// tool's, so other eventsrv settings can be set on it), waits for both
+// servers' /readyz, runs the load the other flags describe with -pid set to
+// it, stops it with SIGTERM and waits for it to exit. It alternates the
+// minimal server and eventsrv, -rounds times, and reports every run's full
+// report, then each server's p50, p99, deliveries/s and CPU per delivery per
+// round and as medians over the rounds in which both runs passed, and the
+// ratios eventsrv/minimal (per round, and the median of those). The p99
+// ratio is issue #16's headline: its target is at most 0.85 at -subs 1000
+// -rate 20 -size 100. A run that lost anything, or a server that did not
+// start or stop cleanly, fails the invocation and leaves its round out of
+// the medians.
+//
+// The minimal server (minimal.go) is this binary started again with
+// EVENTSRV_BENCH_SERVE=minimal: a gorilla/websocket relay with one reader
+// and one writer goroutine per connection, whose writer writes every frame
+// already queued into a buffered connection and flushes them in one write
+// system call. It speaks eventsrv's contract as far as this tool uses it:
+// init, POST /event, POST /events and the event frames.
 //
 // # Payload
 //
@@ -139,6 +171,9 @@ const (
 )
 
 func main() {
+	if mode := os.Getenv(serveEnv); mode != "" {
+		os.Exit(serve(mode, os.Getenv, os.Stderr))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -167,6 +202,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		failures() []string
 	}
 	switch {
+	case cfg.versus != "":
+		out = runVersus(ctx, cfg, stderr)
 	case cfg.compare:
 		out = runCompare(ctx, cfg, stderr)
 	case cfg.jetstream != "":
@@ -187,6 +224,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("FAIL: %s", strings.Join(failures, "; "))
 	}
 	return nil
+}
+
+// serve runs the server that mode (serveEnv's value) names, and returns the
+// exit status.
+func serve(mode string, getenv func(string) string, stderr io.Writer) int {
+	if mode != versusMinimal {
+		fmt.Fprintf(stderr, "eventsrv-bench: %s=%q: the only server is %q\n", serveEnv, mode, versusMinimal)
+		return 2
+	}
+	return serveMinimal(getenv, stderr)
 }
 
 // prepare raises the open-file limit, checks that -pid can be read, and

@@ -594,6 +594,8 @@ type fakeOptions struct {
 	// instances is how many listen and broadcast server pairs share the
 	// one fan-out, as the instances of a cluster do; 0 means 1.
 	instances int
+	// shortIDs answers a batch with one ID fewer than it had events.
+	shortIDs bool
 }
 
 // fakeServer is a minimal eventsrv: POST /event on one server and the
@@ -614,6 +616,7 @@ type fakeServer struct {
 	closes   int                 // subscribers that sent a normal close frame
 	sources  map[string]struct{} // subscribers' source addresses
 	postsAt  map[string]int      // events accepted, by listen server host
+	batches  []int               // sizes of the batches POSTed to /events
 	subsAt   map[string]int      // subscribers registered, by broadcast server host
 }
 
@@ -679,8 +682,14 @@ func (f *fakeServer) counts() (posts, subs []int) {
 	return posts, subs
 }
 
+// fakeEvent is one event of a POST body.
+type fakeEvent struct {
+	Event string          `json:"event"`
+	Data  json.RawMessage `json:"data"`
+}
+
 func (f *fakeServer) serveEvent(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost || r.URL.Path != "/event" {
+	if r.Method != http.MethodPost || r.URL.Path != "/event" && r.URL.Path != "/events" {
 		answer(w, http.StatusNotFound, `{"code":"NOT_FOUND"}`)
 		return
 	}
@@ -688,16 +697,53 @@ func (f *fakeServer) serveEvent(w http.ResponseWriter, r *http.Request) {
 		answer(w, http.StatusUnauthorized, `{"code":"UNAUTHENTICATED"}`)
 		return
 	}
-	var body struct {
-		Event string          `json:"event"`
-		Data  json.RawMessage `json:"data"`
+	if r.URL.Path == "/events" {
+		f.serveBatch(w, r)
+		return
 	}
+	var body fakeEvent
 	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.Event == "" || body.Data == nil {
 		answer(w, http.StatusBadRequest, `{"code":"INVALID_SYNTAX"}`)
 		return
 	}
 	id := f.fanOut(r.Host, body.Event, body.Data)
 	answer(w, http.StatusOK, fmt.Sprintf(`{"code":"OK","id":"%d"}`, id))
+}
+
+// serveBatch publishes a JSON array of events in order and answers their
+// IDs; with shortIDs it publishes them all but leaves the last ID out.
+func (f *fakeServer) serveBatch(w http.ResponseWriter, r *http.Request) {
+	var body []fakeEvent
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || len(body) == 0 {
+		answer(w, http.StatusBadRequest, `{"code":"INVALID_SYNTAX"}`)
+		return
+	}
+	ids := []string{}
+	for _, ev := range body {
+		if ev.Event == "" || ev.Data == nil {
+			answer(w, http.StatusBadRequest, `{"code":"INVALID_SYNTAX"}`)
+			return
+		}
+	}
+	for _, ev := range body {
+		ids = append(ids, fmt.Sprint(f.fanOut(r.Host, ev.Event, ev.Data)))
+	}
+	f.mu.Lock()
+	f.batches = append(f.batches, len(body))
+	f.mu.Unlock()
+	if f.opts.shortIDs {
+		ids = ids[:len(ids)-1]
+	}
+	out, _ := json.Marshal(map[string]any{"code": "OK", "ids": ids})
+	answer(w, http.StatusOK, string(out))
+}
+
+// batchSizes returns the size of each batch POSTed to /events, in order of
+// arrival.
+func (f *fakeServer) batchSizes() []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.batches)
 }
 
 func answer(w http.ResponseWriter, status int, body string) {
@@ -827,4 +873,62 @@ func (f *fakeServer) unregister(c *fakeClient, normal bool) {
 	if normal {
 		f.closes++
 	}
+}
+
+func TestRunBatch(t *testing.T) {
+	fake := startFake(t, fakeOptions{})
+	var stdout bytes.Buffer
+	// 52 events from 2 publishers in batches of 5: the last batch of each
+	// publisher is short, and each event is still counted and timed.
+	args := fake.args("-subs", "4", "-events", "52", "-publishers", "2", "-batch", "5", "-json", "-timeout", "10s")
+	require.NoError(t, run(context.Background(), args, &stdout, &bytes.Buffer{}))
+	rep := decodeReport(t, stdout.Bytes())
+	require.True(t, rep.Pass, "failures: %v", rep.Failures)
+	assert.Equal(t, 52, rep.Load.Published)
+	assert.Equal(t, int64(4*52), rep.Load.Received)
+	assert.Equal(t, 4*52, rep.Load.Latency.Samples, "a delivery latency for every event of every batch")
+	assert.Equal(t, 52, rep.Load.PublishLatency.Samples, "a POST latency for every acknowledged event")
+	sizes := fake.batchSizes()
+	total := 0
+	for _, n := range sizes {
+		assert.LessOrEqual(t, n, 5)
+		total += n
+	}
+	assert.Equal(t, 52, total, "every event went to /events, none to /event")
+	assert.GreaterOrEqual(t, len(sizes), 11, "at most 5 events per request")
+}
+
+func TestRunBatchAnswerWithoutEveryID(t *testing.T) {
+	fake := startFake(t, fakeOptions{shortIDs: true})
+	var stdout bytes.Buffer
+	args := fake.args("-subs", "2", "-events", "6", "-publishers", "1", "-batch", "3", "-json", "-timeout", "2s")
+	err := run(context.Background(), args, &stdout, &bytes.Buffer{})
+	require.ErrorContains(t, err, "6 publishes failed")
+	rep := decodeReport(t, stdout.Bytes())
+	assert.Equal(t, map[string]int{`HTTP 200 code "OK with 2 ids for 3 events"`: 6}, rep.Load.PublishFailures,
+		"an answer that does not acknowledge every event fails every event of its batch")
+	assert.Equal(t, int64(12), rep.Load.Unexpected, "the fake published them anyway: delivered but not acknowledged")
+}
+
+func TestPublishURLFor(t *testing.T) {
+	tests := []struct{ listen, path, want string }{
+		{"http://h:1", "/event", "http://h:1/event"},
+		{"http://h:1/api/", "/event", "http://h:1/api/event"},
+		{"http://h:1/event", "/event", "http://h:1/event"},
+		{"http://h:1/api/event", "/events", "http://h:1/api/events"},
+		{"http://h:1/events", "/event", "http://h:1/event"},
+		{"http://h:1", "/events", "http://h:1/events"},
+	}
+	for _, tc := range tests {
+		got, err := publishURLFor(tc.listen, tc.path)
+		require.NoError(t, err)
+		assert.Equal(t, tc.want, got, "%s with %s", tc.listen, tc.path)
+	}
+	cfg, err := parseConfig([]string{"-token", "t", "-batch", "10"}, &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, []string{defaultListen + "/events"}, cfg.publishURLs, "-batch posts to /events")
+	_, err = parseConfig([]string{"-token", "t", "-batch", "0"}, &bytes.Buffer{})
+	require.ErrorContains(t, err, "-batch 0")
+	_, err = parseConfig([]string{"-jetstream", "nats://127.0.0.1:4222", "-batch", "2"}, &bytes.Buffer{})
+	require.ErrorContains(t, err, "-batch does not apply")
 }

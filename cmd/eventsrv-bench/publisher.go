@@ -205,13 +205,14 @@ type publisher struct {
 	auth      string
 	eventJSON []byte
 	size      int
+	batch     int // events per request
 	acked     bitset
 	attempts  int
 	succeeded int
 	failures  map[string]int
 	firstSend int64
 	lastDone  int64
-	latencies []int64 // ns, each acknowledged POST's round trip
+	latencies []int64 // ns, each acknowledged event's POST round trip
 }
 
 // newPublisher returns publisher index with its own transport. Publishers
@@ -236,78 +237,131 @@ func newPublisher(cfg config, index int) *publisher {
 		auth:      "Basic " + cfg.token,
 		eventJSON: eventJSON,
 		size:      cfg.size,
+		batch:     cfg.batch,
 		acked:     newBitset(cfg.events),
 		failures:  make(map[string]int),
 	}
 }
 
-// run publishes until the work runs out or ctx ends. A timeout ends the
-// whole phase through abort.
+// run publishes until the work runs out or ctx ends, batch events per
+// request. A timeout ends the whole phase through abort.
 func (p *publisher) run(ctx context.Context, work workSource, abort context.CancelCauseFunc) {
 	defer p.client.CloseIdleConnections()
-	for work.next(ctx) {
-		seq := p.attempts
-		p.attempts++
+	for {
+		n := 0
+		for n < p.batch && work.next(ctx) {
+			n++
+		}
+		if n == 0 {
+			return
+		}
+		first := p.attempts
+		p.attempts += n
 		start := time.Now()
-		err := p.publishOne(ctx, seq)
+		var err error
+		if p.batch == 1 {
+			err = p.publishOne(ctx, first)
+		} else {
+			err = p.publishBatch(ctx, first, n)
+		}
 		done := time.Now()
 		p.lastDone = done.UnixNano()
 		if err == nil {
-			p.acked.set(seq)
-			p.succeeded++
-			p.latencies = append(p.latencies, int64(done.Sub(start)))
+			for seq := first; seq < first+n; seq++ {
+				p.acked.set(seq)
+				p.latencies = append(p.latencies, int64(done.Sub(start)))
+			}
+			p.succeeded += n
 			continue
 		}
 		if ctx.Err() != nil {
-			p.countFailure(cancelledFailures)
+			p.countFailures(cancelledFailures, n)
 			continue
 		}
-		p.countFailure(failureKind(err))
+		p.countFailures(failureKind(err), n)
 		if isTimeout(err) {
-			abort(fmt.Errorf("publisher %d, event %d: %w", p.index, seq, err))
+			abort(fmt.Errorf("publisher %d, events %d-%d: %w", p.index, first, first+n-1, err))
 		}
 	}
 }
 
 // publishOne posts event seq and checks the answer.
 func (p *publisher) publishOne(ctx context.Context, seq int) error {
-	sent := time.Now().UnixNano()
-	if p.firstSend == 0 {
-		p.firstSend = sent
-	}
+	sent := p.sendTime()
 	// A fresh body each time: the transport may still be reading the
 	// previous one after Do returns.
 	body := appendEventBody(make([]byte, 0, p.size+128), p.eventJSON, payload{pub: p.index, seq: seq, sent: sent}, p.size)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, bytes.NewReader(body))
-	if err != nil {
-		return fmt.Errorf("building the request: %w", err)
-	}
-	req.Header.Set("Authorization", p.auth)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := p.client.Do(req)
+	resp, err := p.post(ctx, body)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	return checkAnswer(resp)
+	return checkAnswer(resp, 0)
 }
 
-// checkAnswer accepts 200 with {"code":"OK"}; unknown fields are ignored.
-func checkAnswer(resp *http.Response) error {
+// publishBatch posts events first..first+n-1 as one JSON array, all with
+// the same send time, and checks that the answer has an ID for each.
+func (p *publisher) publishBatch(ctx context.Context, first, n int) error {
+	sent := p.sendTime()
+	body := make([]byte, 0, n*(p.size+128)+2)
+	body = append(body, '[')
+	for seq := first; seq < first+n; seq++ {
+		if seq > first {
+			body = append(body, ',')
+		}
+		body = appendEventBody(body, p.eventJSON, payload{pub: p.index, seq: seq, sent: sent}, p.size)
+	}
+	body = append(body, ']')
+	resp, err := p.post(ctx, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return checkAnswer(resp, n)
+}
+
+// sendTime returns now in Unix ns, remembering the first.
+func (p *publisher) sendTime() int64 {
+	sent := time.Now().UnixNano()
+	if p.firstSend == 0 {
+		p.firstSend = sent
+	}
+	return sent
+}
+
+// post sends body to the publisher's URL with its token.
+func (p *publisher) post(ctx context.Context, body []byte) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("building the request: %w", err)
+	}
+	req.Header.Set("Authorization", p.auth)
+	req.Header.Set("Content-Type", "application/json")
+	return p.client.Do(req)
+}
+
+// checkAnswer accepts 200 with {"code":"OK"} and, for a batch of ids > 0
+// events, an "ids" array with exactly that many IDs; unknown fields are
+// ignored.
+func checkAnswer(resp *http.Response, ids int) error {
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
 	if err != nil {
 		return fmt.Errorf("reading the answer to POST: %w", err)
 	}
 	var answer struct {
-		Code string `json:"code"`
+		Code string   `json:"code"`
+		IDs  []string `json:"ids"`
 	}
 	if err := json.Unmarshal(raw, &answer); err != nil {
 		answer.Code = "(answer is not a JSON object with a code)"
 	}
-	if resp.StatusCode == http.StatusOK && answer.Code == "OK" {
-		return nil
+	if resp.StatusCode != http.StatusOK || answer.Code != "OK" {
+		return &statusError{status: resp.StatusCode, code: answer.Code}
 	}
-	return &statusError{status: resp.StatusCode, code: answer.Code}
+	if ids > 0 && len(answer.IDs) != ids {
+		return &statusError{status: resp.StatusCode, code: fmt.Sprintf("OK with %d ids for %d events", len(answer.IDs), ids)}
+	}
+	return nil
 }
 
 // failureKind labels a failed publish for the report: the status and code
@@ -334,12 +388,12 @@ func withoutLocalAddrs(msg string) string {
 	}
 }
 
-// countFailure counts one failure of kind, keeping the kinds bounded.
-func (p *publisher) countFailure(kind string) {
+// countFailures counts n failed events of kind, keeping the kinds bounded.
+func (p *publisher) countFailures(kind string, n int) {
 	if _, known := p.failures[kind]; !known && len(p.failures) >= maxFailureKinds {
 		kind = otherFailures
 	}
-	p.failures[kind]++
+	p.failures[kind] += n
 }
 
 // isTimeout reports whether err is a timeout, such as http.Client's.

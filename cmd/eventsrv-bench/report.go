@@ -15,6 +15,7 @@ const (
 	modeIdle      = "idle"
 	modeJetStream = "jetstream"
 	modeCompare   = "compare"
+	modeVersus    = "versus"
 	mib           = 1 << 20
 )
 
