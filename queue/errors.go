@@ -9,6 +9,9 @@ var (
 	// ErrQueueFull: the queue holds Options.MaxTasks unfinished tasks; the
 	// task was not added.
 	ErrQueueFull = errors.New("queue full")
+	// ErrTooManyQueues: Options.MaxQueues queues hold tasks, and the
+	// task's queue holds none; the task was not added.
+	ErrTooManyQueues = errors.New("too many queues")
 	// ErrUnknownTask: no such task in this queue, or it finished longer ago
 	// than the manager remembers.
 	ErrUnknownTask = errors.New("unknown task")

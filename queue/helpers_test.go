@@ -142,6 +142,29 @@ func invariants(m *Manager) error {
 			return fmt.Errorf("queue %s: fresh tasks wait while %d workers are free", q.name, free)
 		}
 	}
+	holding := 0
+	for _, q := range m.queues {
+		_, fading := m.fading[q]
+		switch {
+		case (q.tasks > 0 || q.tombs.len() > 0) && !q.holding:
+			return fmt.Errorf("queue %s holds tasks and does not count", q.name)
+		case fading != (q.holding && q.tasks == 0):
+			return fmt.Errorf("queue %s: fading %v, holding %v, %d tasks", q.name, fading, q.holding, q.tasks)
+		case !q.holding && len(q.workers) == 0 && !m.closed:
+			return fmt.Errorf("queue %s holds nothing and has no worker, yet is kept", q.name)
+		}
+		if q.holding {
+			holding++
+		}
+	}
+	if holding != m.holding || len(m.fading) > holding {
+		return fmt.Errorf("%d queues hold tasks, %d counted, %d fading", holding, m.holding, len(m.fading))
+	}
+	for q := range m.fading {
+		if m.queues[q.name] != q {
+			return fmt.Errorf("fading queue %s is forgotten", q.name)
+		}
+	}
 	if timed != len(m.timers) {
 		return fmt.Errorf("timer heap holds %d, %d tasks are timed", len(m.timers), timed)
 	}

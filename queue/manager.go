@@ -17,6 +17,7 @@ import (
 // Defaults for the zero values of Options.
 const (
 	DefaultMaxTasks     = 10_000
+	DefaultMaxQueues    = 1000
 	DefaultOfferTimeout = 40 * time.Second // QueueTasks' 40 s to answer an offer
 	DefaultTaskTimeout  = 5 * time.Minute
 	DefaultRetain       = time.Minute
@@ -28,6 +29,12 @@ type Options struct {
 	// and awaiting Done) of each queue (QUEUE_MAX_TASKS); Add past it
 	// returns ErrQueueFull.
 	MaxTasks int
+	// MaxQueues bounds the queues that hold tasks (QUEUE_MAX_QUEUES):
+	// unfinished ones, or finished ones still remembered (Retain). Add to
+	// a queue that holds none, past it, returns ErrTooManyQueues. Queues
+	// that only have workers do not count: a worker's queues last as long
+	// as its connection.
+	MaxQueues int
 	// OfferTimeout is how long a worker has to answer an offer
 	// (OFFER_TIMEOUT).
 	OfferTimeout time.Duration
@@ -105,7 +112,12 @@ type Manager struct {
 	armed   time.Time        // the deadline the timer goroutine sleeps until; zero: none
 	dirty   []*queue
 	touched []*Worker // workers with notices to deliver after the unlock
-	logs    []logEntry
+	holding int       // queues with holding set, bounded by MaxQueues
+	// fading are the queues whose tasks have all finished but are still
+	// remembered: when those are forgotten (Retain), the queue no longer
+	// counts against MaxQueues, and without workers it is forgotten too.
+	fading map[*queue]struct{}
+	logs   []logEntry
 
 	wake    chan struct{} // the earliest deadline changed
 	done    chan struct{} // Close
@@ -122,6 +134,9 @@ type logEntry struct {
 func NewManager(opts Options) *Manager {
 	if opts.MaxTasks <= 0 {
 		opts.MaxTasks = DefaultMaxTasks
+	}
+	if opts.MaxQueues <= 0 {
+		opts.MaxQueues = DefaultMaxQueues
 	}
 	if opts.OfferTimeout <= 0 {
 		opts.OfferTimeout = DefaultOfferTimeout
@@ -141,6 +156,7 @@ func NewManager(opts Options) *Manager {
 		log:     log,
 		queues:  make(map[string]*queue),
 		tasks:   make(map[string]*task),
+		fading:  make(map[*queue]struct{}),
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		stopped: make(chan struct{}),
@@ -200,6 +216,8 @@ type queue struct {
 	offers  int                  // offered now
 	working int                  // assigned, awaiting Done
 	tombs   ring[*task]          // finished tasks still remembered, oldest first
+	lastFin time.Time            // when the newest of tombs finished
+	holding bool                 // it has unfinished or remembered tasks: it counts against MaxQueues
 	dirty   bool
 	c       counters
 }
@@ -283,6 +301,12 @@ func (m *Manager) Add(name string, data json.RawMessage, o AddOptions) (string, 
 	if m.closed {
 		return "", ErrClosed
 	}
+	if q := m.queues[name]; (q == nil || !q.holding) && m.holding >= m.opts.MaxQueues {
+		m.fade(now) // the remembered tasks that have expired free their queues
+		if m.holding >= m.opts.MaxQueues {
+			return "", fmt.Errorf("%w: %d queues hold tasks", ErrTooManyQueues, m.holding)
+		}
+	}
 	q := m.queue(name)
 	if q.tasks >= m.opts.MaxTasks {
 		q.c.full++
@@ -296,6 +320,11 @@ func (m *Manager) Add(name string, data json.RawMessage, o AddOptions) (string, 
 	m.tasks[id] = t
 	q.tasks++
 	q.c.added++
+	if !q.holding {
+		q.holding = true
+		m.holding++
+	}
+	delete(m.fading, q)
 	q.fresh.pushBack(t)
 	m.markDirty(q)
 	return id, nil
@@ -359,8 +388,8 @@ func (m *Manager) Leave(w *Worker) {
 			q.free.Remove(e)
 		}
 		delete(q.workers, w)
-		if len(q.workers) == 0 && q.c.added == 0 && !m.closed {
-			delete(m.queues, q.name) // never had a task: nothing to keep
+		if len(q.workers) == 0 && !q.holding && !m.closed {
+			delete(m.queues, q.name) // no task, none remembered: nothing to keep
 			continue
 		}
 		m.markDirty(q) // the live workers changed: a task may now have been refused by all
@@ -688,7 +717,35 @@ func (m *Manager) finish(t *task, now time.Time) {
 	q := t.q
 	q.tasks--
 	q.tombs.pushBack(t)
+	q.lastFin = now
 	m.evict(q, now)
+	if q.tasks == 0 {
+		m.fading[q] = struct{}{}
+		m.wakeBy(now.Add(m.opts.Retain))
+	}
+}
+
+// fade forgets the remembered tasks of the fading queues that have
+// expired: a queue left with none no longer counts against MaxQueues, and
+// one without workers is forgotten, its counters with it. It returns when
+// the next fading queue's tasks expire; zero when none fade.
+func (m *Manager) fade(now time.Time) (next time.Time) {
+	for q := range m.fading {
+		m.evict(q, now)
+		if q.tombs.len() > 0 {
+			if at := q.lastFin.Add(m.opts.Retain); next.IsZero() || at.Before(next) {
+				next = at
+			}
+			continue
+		}
+		delete(m.fading, q)
+		q.holding = false
+		m.holding--
+		if len(q.workers) == 0 {
+			delete(m.queues, q.name)
+		}
+	}
+	return next
 }
 
 // evict forgets q's finished tasks older than Retain, and the oldest past

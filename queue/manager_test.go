@@ -438,7 +438,7 @@ func TestBadInput(t *testing.T) {
 	add(t, m, "q", AddOptions{})
 	assert.Equal(t, uint64(1), statsOf(t, m, "q").Full)
 
-	for _, err := range []error{ErrQueueFull, ErrUnknownTask, ErrNotOfferedToYou, ErrOfferExpired, ErrNotAssigned, ErrForced, ErrClosed} {
+	for _, err := range []error{ErrQueueFull, ErrTooManyQueues, ErrUnknownTask, ErrNotOfferedToYou, ErrOfferExpired, ErrNotAssigned, ErrForced, ErrClosed} {
 		assert.NotEmpty(t, err.Error())
 	}
 	checkInvariants(t, m)
@@ -530,4 +530,111 @@ func TestHoldDelaysNotices(t *testing.T) {
 	require.NoError(t, m.Assign(w.Worker, first))
 	require.Equal(t, second, w.now(t).ID)
 	checkInvariants(t, m)
+}
+
+// MaxQueues bounds the queues that hold tasks: adding to another is
+// refused, to one that already holds tasks is not, and a queue that only
+// has workers does not count until a task is added to it.
+func TestMaxQueues(t *testing.T) {
+	m := NewManager(Options{OfferTimeout: long, MaxQueues: 2, Retain: long})
+	defer m.Close()
+	w := newProbe(t, "w", 1)
+	m.Join(w.Worker, []string{"workers-only"})
+	add(t, m, "a", AddOptions{})
+	add(t, m, "b", AddOptions{})
+	for _, tc := range []struct {
+		queue string
+		want  error
+	}{
+		{"a", nil},                         // holds tasks already
+		{"b", nil},                         // likewise
+		{"c", ErrTooManyQueues},            // a third queue with tasks
+		{"workers-only", ErrTooManyQueues}, // it would hold tasks
+		{"c", ErrTooManyQueues},            // a refusal creates nothing
+		{"a", nil},                         // the others are unaffected
+	} {
+		_, err := m.Add(tc.queue, json.RawMessage(`1`), AddOptions{})
+		if tc.want == nil {
+			assert.NoError(t, err, tc.queue)
+			continue
+		}
+		assert.ErrorIs(t, err, tc.want, tc.queue)
+		assert.ErrorContains(t, err, "2 queues hold tasks")
+	}
+	names := []string{}
+	for _, s := range m.Stats() {
+		names = append(names, s.Name)
+	}
+	assert.Equal(t, []string{"a", "b", "workers-only"}, names, "a refused Add creates no queue")
+	w.quiet(t)
+	checkInvariants(t, m)
+}
+
+// A queue whose tasks have all finished, with no worker, is forgotten once
+// its finished tasks are (Retain), counters and all, and no longer counts
+// against MaxQueues; one with a worker stays listed but no longer counts.
+func TestEmptyQueuesAreForgotten(t *testing.T) {
+	const retain = 30 * time.Millisecond
+	m := NewManager(Options{OfferTimeout: long, MaxQueues: 2, Retain: retain})
+	defer m.Close()
+	w := newProbe(t, "w", 1)
+	m.Join(w.Worker, []string{"kept"})
+	id := add(t, m, "kept", AddOptions{})
+	require.Equal(t, id, w.now(t).ID)
+	require.NoError(t, m.Assign(w.Worker, id))
+	taken := add(t, m, "gone", AddOptions{Complete: true})
+	n, ok := m.Take("http", "gone")
+	require.True(t, ok)
+	require.Equal(t, taken, n.ID)
+	_, err := m.Add("third", json.RawMessage(`1`), AddOptions{})
+	require.ErrorIs(t, err, ErrTooManyQueues, "gone's task is unfinished")
+	require.NoError(t, m.DoneAs("http", "gone", taken))
+	// Both hold finished tasks only, remembered for Retain: a repeated
+	// answer is still known.
+	require.NoError(t, m.DoneAs("http", "gone", taken))
+	assert.Len(t, m.Stats(), 2)
+
+	// Retain later the timer has forgotten gone, and kept stays for its
+	// worker, with its counters.
+	require.Eventually(t, func() bool { return len(m.Stats()) == 1 }, 5*time.Second, time.Millisecond)
+	kept := statsOf(t, m, "kept")
+	assert.Equal(t, uint64(1), kept.Assigned)
+	assert.Equal(t, 1, kept.Workers)
+	require.ErrorIs(t, m.DoneAs("http", "gone", taken), ErrUnknownTask)
+	add(t, m, "third", AddOptions{})
+	add(t, m, "fourth", AddOptions{})
+	_, err = m.Add("fifth", json.RawMessage(`1`), AddOptions{})
+	require.ErrorIs(t, err, ErrTooManyQueues)
+	checkInvariants(t, m)
+
+	// Its last worker gone, a queue that holds nothing is forgotten at once.
+	m.Leave(w.Worker)
+	_, found := findStats(m, "kept")
+	assert.False(t, found)
+	checkInvariants(t, m)
+}
+
+// At the bound, Add first forgets the finished tasks that have expired,
+// rather than wait for the timer.
+func TestMaxQueuesFreedByExpiredTasks(t *testing.T) {
+	m := NewManager(Options{OfferTimeout: long, MaxQueues: 1, Retain: time.Nanosecond})
+	defer m.Close()
+	id := add(t, m, "a", AddOptions{})
+	_, ok := m.Take("http", "a")
+	require.True(t, ok)
+	require.Eventually(t, func() bool {
+		_, err := m.Add("b", json.RawMessage(`1`), AddOptions{})
+		return err == nil
+	}, 5*time.Second, time.Millisecond)
+	require.ErrorIs(t, m.DoneAs("http", "a", id), ErrUnknownTask)
+	checkInvariants(t, m)
+}
+
+func findStats(m *Manager, name string) (QueueStats, bool) {
+	for _, s := range m.Stats() {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return QueueStats{}, false
 }

@@ -43,7 +43,15 @@ func (m *Manager) schedule(t *task, at time.Time) {
 	} else {
 		heap.Push(&m.timers, t)
 	}
-	if t.hidx == 0 && (m.armed.IsZero() || at.Before(m.armed)) {
+	if t.hidx == 0 {
+		m.wakeBy(at)
+	}
+}
+
+// wakeBy wakes the timer goroutine when at is earlier than the time it
+// sleeps until.
+func (m *Manager) wakeBy(at time.Time) {
+	if m.armed.IsZero() || at.Before(m.armed) {
 		m.armed = at
 		select {
 		case m.wake <- struct{}{}:
@@ -59,7 +67,8 @@ func (m *Manager) unschedule(t *task) {
 }
 
 // run is the timer goroutine: it sleeps until the earliest deadline, or
-// until schedule wakes it for an earlier one, and expires what is due. A
+// until schedule wakes it for an earlier one, and expires what is due; it
+// also forgets the remembered tasks of fading queues when they expire. A
 // deadline removed by an answer is not unarmed: the goroutine wakes for it
 // and sleeps again until the next.
 func (m *Manager) run() {
@@ -70,8 +79,8 @@ func (m *Manager) run() {
 		now := time.Now()
 		m.mu.Lock()
 		m.expire(now)
-		var next time.Time
-		if len(m.timers) > 0 {
+		next := m.fade(now)
+		if len(m.timers) > 0 && (next.IsZero() || m.timers[0].deadline.Before(next)) {
 			next = m.timers[0].deadline
 		}
 		m.armed = next

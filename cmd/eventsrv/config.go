@@ -38,6 +38,11 @@ type config struct {
 
 	// Work queues (package queue).
 	QueueMaxTasks int `env:"QUEUE_MAX_TASKS" envDefault:"10000" help:"most unfinished tasks one work queue holds; past it POST /queue/{name} answers 429 QUEUE_FULL"`
+	// Each queue is 13 metric series and a row in /admin/queues and the
+	// console: 1,000 keeps a scrape near 13,000 series and the list
+	// readable, and is far more names than one team's queues; with
+	// QUEUE_MAX_TASKS it bounds the tasks in memory.
+	QueueMaxQueues int `env:"QUEUE_MAX_QUEUES" envDefault:"1000" help:"most work queues holding tasks at once; past it POST /queue/{name} to another queue answers 429 TOO_MANY_QUEUES. A queue whose tasks are all finished, with no worker, is forgotten a minute later"`
 	// QueueTasks' operators had 40 s; under a second no person answers.
 	OfferTimeout time.Duration `env:"OFFER_TIMEOUT" envDefault:"40s" min:"10ms" warn:"1s" help:"how long a worker has to assign or reject an offered task before it goes to the next worker"`
 	TaskTimeout  time.Duration `env:"TASK_TIMEOUT" envDefault:"5m" min:"10ms" warn:"1s" help:"how long after its assignment a task added with ?complete=1 has to be marked done before it is offered again"`
@@ -324,6 +329,7 @@ func (c config) validate() error {
 	check(c.MaxMessageBytes >= 256, "MAX_MESSAGE_BYTES", "%d is under the minimum, 256", c.MaxMessageBytes)
 	check(c.MaxSubscriptions > 0, "MAX_SUBSCRIPTIONS", "%d is not positive", c.MaxSubscriptions)
 	check(c.QueueMaxTasks > 0, "QUEUE_MAX_TASKS", "%d is not positive", c.QueueMaxTasks)
+	check(c.QueueMaxQueues > 0, "QUEUE_MAX_QUEUES", "%d is not positive", c.QueueMaxQueues)
 	check(c.MaxEventNameBytes > 0, "MAX_EVENT_NAME_BYTES", "%d is not positive", c.MaxEventNameBytes)
 	check(c.ResumeMaxEvents >= 0, "RESUME_MAX_EVENTS", "%d is negative (0: no bound)", c.ResumeMaxEvents)
 	check(c.ResumeMaxBytes >= 0, "RESUME_MAX_BYTES", "%d is negative (0: no bound)", c.ResumeMaxBytes)
