@@ -205,6 +205,7 @@ test("login with a full token: live events, no admin views, the token in session
   assert.match(await page.locator("#who-text").innerText(), /subscribe: \* · publish: \*/);
   assert.equal(await page.getByRole("tab", { name: "Clients" }).isVisible(), false);
   assert.equal(await page.getByRole("tab", { name: "Status" }).isVisible(), false);
+  assert.equal(await page.getByRole("tab", { name: "Queues" }).isVisible(), false);
   assert.equal(await page.locator("#watch").inputValue(), "*");
 
   // Where the token is, and is not.
@@ -486,6 +487,100 @@ test("an admin closes clients: a console's WebSocket (4002) and an SSE stream", 
   await connected(watcher);
   await done(watcher);
   await done(admin);
+});
+
+// queueCall is a work-queue request with the full token: POST /queue/{name}
+// on the listen server, or an action on the broadcast server.
+async function queueCall(url) {
+  const res = await fetch(url, { method: "POST", headers: { Authorization: "Basic " + FULL }, body: "{}" });
+  const text = await res.text();
+  return { status: res.status, json: text ? JSON.parse(text) : null };
+}
+
+// until polls f until it returns a truthy value, for at most ms.
+async function until(f, ms, what) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = f();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+test("queues (admin): waiting tasks, their age, offers, re-offers and assignments, refreshed and on demand", async () => {
+  const q = `e2e.jobs.${Date.now()}`;
+  const BROADCAST = env("EVENTSRV_BROADCAST_URL").replace(/^ws/, "http");
+  for (let i = 0; i < 2; i++) {
+    const r = await queueCall(`${LISTEN}/queue/${encodeURIComponent(q)}`);
+    assert.equal(r.json?.code, "OK", JSON.stringify(r.json));
+  }
+  // A token without admin sees no Queues tab.
+  const user = await open();
+  await login(user, FULL);
+  assert.equal(await user.getByRole("tab", { name: "Queues" }).isVisible(), false);
+  await done(user);
+
+  const page = await open();
+  await login(page, ADMIN);
+  await page.getByRole("tab", { name: "Queues" }).click();
+  const qrow = page.locator(`#queues tbody tr[data-queue="${q}"]`);
+  await qrow.waitFor();
+  const cells = async () => qrow.locator("th, td").allInnerTexts();
+  let c = await cells();
+  assert.equal(c[0], q);
+  assert.equal(c[1], "2", "waiting");
+  assert.match(c[2], /^\d+ s$/, "the oldest waiting task's age");
+  assert.equal(c[4], "0", "workers");
+  // Tasks wait and nobody takes them: marked.
+  assert.match((await qrow.locator("td").first().getAttribute("class")) ?? "", /late/);
+
+  // A take-free assigns one at once; a worker on the SSE wait stream is
+  // offered the other, rejects it, and, being the only worker, is offered
+  // it again (a re-offer), then assigns it.
+  const took = await queueCall(`${BROADCAST}queue/${encodeURIComponent(q)}/take`);
+  assert.equal(took.status, 200);
+  const wait = spawn("curl", ["-sN", "-u", FULL + ":", `${BROADCAST}queue/${encodeURIComponent(q)}/wait`], { stdio: ["ignore", "pipe", "inherit"] });
+  let waitOut = "";
+  wait.stdout.on("data", (b) => (waitOut += b));
+  const waitEnded = new Promise((resolve) => wait.on("close", resolve));
+  try {
+    const offer = (n) => until(() => [...waitOut.matchAll(/event: task\ndata: (.*)\n/g)][n - 1], 10000, `offer ${n}`);
+    const first = JSON.parse((await offer(1))[1]);
+    assert.equal(first.attempt, 1);
+    // Shown by the next poll: an open offer, one worker.
+    await qrow.locator("td").nth(2).filter({ hasText: /^1$/ }).waitFor({ timeout: 5000 });
+    c = await cells();
+    assert.equal(c[1], "0", "waiting");
+    assert.equal(c[2], "–", "no task waits");
+    assert.equal(c[4], "1", "workers");
+    assert.doesNotMatch((await qrow.locator("td").first().getAttribute("class")) ?? "", /late/);
+    const act = (what) => queueCall(`${BROADCAST}queue/${encodeURIComponent(q)}/tasks/${first.id}/${what}`);
+    assert.equal((await act("reject")).json?.code, "OK");
+    const second = JSON.parse((await offer(2))[1]);
+    assert.equal(second.id, first.id);
+    assert.equal(second.attempt, 2);
+    assert.equal((await act("assign")).json?.code, "OK");
+
+    // Refresh asks at once, without waiting for the next poll.
+    const asked = page.waitForRequest((r) => r.url().endsWith("/admin/queues"), { timeout: 1500 });
+    await page.getByRole("button", { name: "Refresh" }).click();
+    await asked;
+    await qrow.locator("td").nth(6).filter({ hasText: /^2$/ }).waitFor({ timeout: 5000 });
+    c = await cells();
+    // queue, waiting, oldest, offered now, workers, offered, re-offered,
+    // assigned, rejected, timed out, added
+    assert.deepEqual(c.slice(1), ["0", "–", "0", "1", "2", "1", "2", "1", "0", "2"]);
+    assert.match(await page.locator("#queues-info").innerText(), /queues? · updated/);
+    assert.deepEqual(await lowContrast(page), [], "queues, light");
+    await shot(page, "20-queues");
+  } finally {
+    wait.kill();
+    await waitEnded;
+  }
+  // The worker gone, the next poll shows it.
+  await qrow.locator("td").nth(3).filter({ hasText: /^0$/ }).waitFor({ timeout: 5000 });
+  await done(page);
 });
 
 test("task streams: a progress bar moves to done, and to failed when the producer is killed", async () => {

@@ -13,7 +13,7 @@ const MAX_TASKS = 200; // tasks listed; the oldest finished go first
 const DRAW_MS = 100; // new rows are drawn at most this often
 const PREVIEW_CHARS = 240; // one-line preview of an event's data
 const PRETTY_CHARS = 65536; // pretty-printed data shown when expanded
-const POLL_MS = 2000; // admin views: /admin/clients and /admin/status
+const POLL_MS = 2000; // admin views: /admin/clients, /admin/queues and /admin/status
 const STATUS_WINDOW_MS = 10 * 60 * 1000; // status chart: the last 10 minutes
 const RATE_SECONDS = 60; // sparklines: the last minute, per second
 const RATE_NAMES = 10; // sparklines shown, the busiest names first
@@ -197,13 +197,14 @@ function start() {
   renderWho();
 
   $("tab-clients").hidden = !who.admin;
+  $("tab-queues").hidden = !who.admin;
   $("tab-status").hidden = !who.admin;
   const canSubscribe = who.subscribe.length > 0;
   const canPublish = who.publish.length > 0;
 
   $("no-subscribe").hidden = canSubscribe;
   $("no-subscribe").textContent = canSubscribe ? "" : who.admin
-    ? "This token may not subscribe to any event, so there are no live events here. The admin views (Clients, Status) work."
+    ? "This token may not subscribe to any event, so there are no live events here. The admin views (Clients, Queues, Status) work."
     : "This token may not subscribe to any event, so there are no live events here.";
   for (const id of ["watch", "watch-apply", "filter", "pause", "clear", "expand"]) $(id).disabled = !canSubscribe;
   $("pub-send").disabled = !canPublish;
@@ -216,6 +217,7 @@ function start() {
   rates.reset();
   statusView.reset();
   clientsView.reset();
+  queuesView.reset();
   $("banner").hidden = true;
 
   const taskAllowed = who.subscribe.some((p) => allows(p, "task.*"));
@@ -247,6 +249,7 @@ function stop() {
   live = null;
   statusView.stop();
   clientsView.stop();
+  queuesView.stop();
   rates.stop();
   clearTimeout(session.expiryTimer);
 }
@@ -273,7 +276,7 @@ function renderWho() {
 
 // ---- Tabs
 
-const TABS = ["events", "tasks", "clients", "status"];
+const TABS = ["events", "tasks", "clients", "queues", "status"];
 
 function selectTab(name, focus = true) {
   for (const t of TABS) {
@@ -286,6 +289,8 @@ function selectTab(name, focus = true) {
   }
   if (name === "clients") clientsView.start();
   else clientsView.stop();
+  if (name === "queues") queuesView.start();
+  else queuesView.stop();
   if (name === "status") statusView.draw();
 }
 
@@ -947,6 +952,107 @@ const clientsView = {
   },
 };
 
+// ---- Queues (admin): GET /admin/queues every POLL_MS while shown, and
+// on demand (Refresh).
+
+const queuesView = {
+  timer: 0,
+  rows: new Map(), // name -> tr
+  loading: false,
+
+  reset() {
+    this.stop();
+    this.rows.clear();
+    $("queues").tBodies[0].replaceChildren();
+    $("queues-info").textContent = "";
+    $("queues-error").textContent = "";
+    $("queues-empty").hidden = true;
+  },
+
+  start() {
+    if (this.timer || !session.who?.admin) return;
+    this.refresh();
+    this.timer = setInterval(() => this.refresh(), POLL_MS);
+  },
+
+  stop() {
+    clearInterval(this.timer);
+    this.timer = 0;
+  },
+
+  async refresh() {
+    if (this.loading) return; // a slow answer is not asked for twice
+    this.loading = true;
+    let r;
+    try {
+      r = await api("GET", "admin/queues");
+    } catch (err) {
+      $("queues-error").textContent = `Cannot reach the server: ${err.message}`;
+      return;
+    } finally {
+      this.loading = false;
+    }
+    if (r.status !== 200 || !r.json) {
+      $("queues-error").textContent = `${r.json?.code ?? "HTTP " + r.status}: ${r.json?.message ?? ""}`;
+      return;
+    }
+    $("queues-error").textContent = "";
+    this.draw(r.json.queues ?? []);
+  },
+
+  draw(queues) {
+    const body = $("queues").tBodies[0];
+    const seen = new Set();
+    const ordered = [];
+    for (const q of queues) {
+      seen.add(q.name);
+      let tr = this.rows.get(q.name);
+      if (!tr) {
+        tr = this.makeRow(q.name);
+        this.rows.set(q.name, tr);
+      }
+      const c = tr.cells;
+      const n = (x) => (Number.isFinite(x) ? x.toLocaleString() : "–");
+      c[1].textContent = n(q.depth);
+      c[2].textContent = q.depth > 0 ? duration(q.oldest_waiting_seconds) : "–";
+      // Tasks wait and no worker is there to take them.
+      const stuck = q.depth > 0 && q.workers === 0;
+      c[1].classList.toggle("late", stuck);
+      c[2].classList.toggle("late", stuck);
+      c[1].title = c[2].title = stuck ? "Tasks wait and no worker takes from this queue" : "";
+      c[3].textContent = q.working > 0 ? `${n(q.offering)} / ${n(q.working)} working` : n(q.offering);
+      c[4].textContent = n(q.workers);
+      c[5].textContent = n(q.offered);
+      c[6].textContent = n(q.reoffered);
+      c[7].textContent = n(q.assigned);
+      c[8].textContent = n(q.rejected);
+      c[9].textContent = n(q.timed_out);
+      c[10].textContent = n(q.added);
+      tr.dataset.depth = String(q.depth);
+      ordered.push(tr);
+    }
+    for (const [name, tr] of this.rows) {
+      if (seen.has(name)) continue;
+      tr.remove();
+      this.rows.delete(name);
+    }
+    ordered.forEach((tr, i) => {
+      if (body.rows[i] !== tr) body.insertBefore(tr, body.rows[i] ?? null);
+    });
+    const k = queues.length;
+    $("queues-empty").hidden = k > 0;
+    $("queues-info").textContent = `${k} queue${k === 1 ? "" : "s"} · updated ${new Date().toLocaleTimeString()}`;
+  },
+
+  makeRow(name) {
+    const cells = [el("th", { scope: "row", class: "queue-name" }, name)];
+    for (let i = 1; i <= 10; i++) cells.push(el("td", { class: "num" }));
+    const tr = el("tr", null, ...cells);
+    tr.dataset.queue = name;
+    return tr;
+  },
+};
+
 // ---- Status (admin): GET /admin/status every POLL_MS, rates from the
 // differences, and a chart of the last minutes.
 
@@ -1200,6 +1306,7 @@ function wire() {
     selectTab(tabs[j]);
   });
   $("clients-info").tabIndex = -1;
+  $("queues-refresh").addEventListener("click", () => queuesView.refresh());
 }
 
 wire();
