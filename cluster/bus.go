@@ -73,8 +73,9 @@ type Hub interface {
 // Unavailable is a publish error after which the publisher should try
 // again later or on another instance. Advice is its wire message.
 type Unavailable struct {
-	advice string
-	err    error
+	advice    string
+	err       error
+	notStored bool
 }
 
 func (e *Unavailable) Error() string {
@@ -85,6 +86,12 @@ func (e *Unavailable) Error() string {
 }
 func (e *Unavailable) Unwrap() error  { return e.err }
 func (e *Unavailable) Advice() string { return e.advice + "; publish again in a moment" }
+
+// NotStored reports whether the event was certainly not stored: no server
+// of the stream answered it ("no responders"), so sending it again cannot
+// store it twice. POST /events sends a batch's failed tail again when every
+// event of it is NotStored.
+func (e *Unavailable) NotStored() bool { return e.notStored }
 
 func unavailable(advice string, err error) error { return &Unavailable{advice: advice, err: err} }
 
@@ -300,6 +307,9 @@ func (b *Bus) await(f jetstream.PubAckFuture, epoch uint64, start, deadline time
 		case err = <-f.Err():
 		case <-timeout.C:
 		}
+	}
+	if errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return "", false, &Unavailable{advice: "the event was not stored: no NATS server of the stream took it (is the stream starting, or moving?)", err: err, notStored: true}
 	}
 	if ack == nil {
 		return "", false, unavailable(fmt.Sprintf("the event may not be stored: JetStream did not acknowledge it within NATS_PUBLISH_TIMEOUT (%s)", b.cfg.PublishTimeout), err)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"eventsrv/internal/jsonhttp"
@@ -113,6 +114,67 @@ func ParseBatch(body []byte, maxEvents int, maxEventBytes int64) ([]Event, error
 		events = []Event{}
 	}
 	return events, nil
+}
+
+// An AsyncPublisher's failed tail of a batch is sent again, up to
+// tailResends times tailResendWait apart, when every event of it was
+// certainly not stored (see notStored): as nats.go retries a single
+// publish that found no responders, which it cannot do within a batch
+// without storing that event after the later ones.
+const (
+	tailResends    = 2
+	tailResendWait = 250 * time.Millisecond
+)
+
+// notStored is a publish error that may say the event was certainly not
+// stored, so that sending it again cannot store it twice.
+type notStored interface{ NotStored() bool }
+
+func certainlyNotStored(err error) bool {
+	var n notStored
+	return errors.As(err, &n) && n.NotStored()
+}
+
+// publishAsync sends events[len(ids):] all at once and waits for them,
+// adding to ids and duplicates the IDs of the prefix stored. When an event
+// failed, err says why, and resend says whether the events from it on
+// were all certainly not stored (nor sent), so that they may be sent again.
+func publishAsync(async AsyncPublisher, key string, events []Event, ids []string, duplicates int) (_ []string, _ int, resend bool, err error) {
+	from := len(ids)
+	waits := make([]func() (string, bool, error), 0, len(events)-from)
+	var startErr error
+	for i := from; i < len(events); i++ {
+		wait, err := async.StartPublish(batchKey(key, i), events[i].Name, events[i].Data)
+		if err != nil {
+			// Not sent: neither is anything after it, which could only
+			// be stored out of the batch's order.
+			startErr = err
+			break
+		}
+		waits = append(waits, wait)
+	}
+	// Every event sent is waited for, also past a failure, so that none
+	// is still in flight when the answer goes.
+	resend = true
+	for _, wait := range waits {
+		id, duplicate, werr := wait()
+		switch {
+		case err == nil && werr == nil:
+			ids = append(ids, id)
+			if duplicate {
+				duplicates++
+			}
+		case err == nil:
+			err = werr
+			resend = certainlyNotStored(werr)
+		default:
+			resend = resend && werr != nil && certainlyNotStored(werr)
+		}
+	}
+	if err == nil {
+		return ids, duplicates, false, startErr
+	}
+	return ids, duplicates, resend, err
 }
 
 // batchKey is the idempotency key of a batch's event i: "" without one.
@@ -247,37 +309,14 @@ func idList(ids []string) string {
 func (h *handler) publishBatch(key string, events []Event) (ids []string, duplicates int, err error) {
 	ids = make([]string, 0, len(events))
 	if async, ok := h.pub.(AsyncPublisher); ok {
-		waits := make([]func() (string, bool, error), 0, len(events))
-		for i, ev := range events {
-			wait, err2 := async.StartPublish(batchKey(key, i), ev.Name, ev.Data)
-			if err2 != nil {
-				// Not sent: neither is anything after it, which could
-				// only be stored out of the batch's order.
-				err = err2
-				break
+		for attempt := 0; ; attempt++ {
+			var resend bool
+			ids, duplicates, resend, err = publishAsync(async, key, events, ids, duplicates)
+			if !resend || attempt == tailResends {
+				return ids, duplicates, err
 			}
-			waits = append(waits, wait)
+			time.Sleep(tailResendWait)
 		}
-		// Every event sent is waited for, also past a failure, so that
-		// none is still in flight when the answer goes.
-		var waitErr error
-		for _, wait := range waits {
-			id, duplicate, err2 := wait()
-			switch {
-			case waitErr != nil:
-			case err2 != nil:
-				waitErr = err2
-			default:
-				ids = append(ids, id)
-				if duplicate {
-					duplicates++
-				}
-			}
-		}
-		if waitErr != nil {
-			err = waitErr
-		}
-		return ids, duplicates, err
 	}
 	once, _ := h.pub.(OncePublisher)
 	for i, ev := range events {

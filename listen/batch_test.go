@@ -136,8 +136,9 @@ func FuzzParseBatch(f *testing.F) {
 // at its start when startErr; IDs are "1-<i+1>". It records the keys.
 type fakeAsync struct {
 	fakePublisher
-	fail     func(i int) bool
-	startErr bool
+	fail      func(i int) bool
+	startErr  bool
+	notStored bool // failures are certainly not stored
 
 	mu      sync.Mutex
 	keys    []string
@@ -160,17 +161,18 @@ func (p *fakeAsync) StartPublish(key, event string, data json.RawMessage) (func(
 		defer p.mu.Unlock()
 		p.waiting--
 		if p.fail != nil && p.fail(i) {
-			return "", false, &testUnavailable{}
+			return "", false, &testUnavailable{notStored: p.notStored}
 		}
 		return "1-" + strconv.Itoa(i+1), false, nil
 	}, nil
 }
 
 // testUnavailable advises as the cluster bus does.
-type testUnavailable struct{}
+type testUnavailable struct{ notStored bool }
 
-func (*testUnavailable) Error() string  { return "no ack" }
-func (*testUnavailable) Advice() string { return "JetStream did not acknowledge it" }
+func (*testUnavailable) Error() string     { return "no ack" }
+func (*testUnavailable) Advice() string    { return "JetStream did not acknowledge it" }
+func (e *testUnavailable) NotStored() bool { return e.notStored }
 
 // postBatch posts body to /events with an Idempotency-Key unless key is "".
 func postBatch(t *testing.T, url, key, body string) (int, http.Header, string) {
@@ -212,6 +214,7 @@ func TestBatchAsync(t *testing.T) {
 		key          string
 		fail         func(i int) bool
 		startErr     bool
+		notStored    bool
 		wantStatus   int
 		wantBody     string
 		wantKeys     []string // the keys of the publishes started
@@ -237,6 +240,22 @@ func TestBatchAsync(t *testing.T) {
 			wantMsg: "0 of 4 events stored (their IDs are in ids): JetStream did not acknowledge it",
 		},
 		{
+			name: "a tail certainly not stored is sent again", key: "k", notStored: true,
+			fail:       func(i int) bool { return i == 2 || i == 3 },
+			wantStatus: 200, wantBody: `{"code":"OK","ids":["1-1","1-2","1-5","1-6"]}`,
+			wantKeys: []string{"k 0", "k 1", "k 2", "k 3", "k 2", "k 3"}, wantInFlight: 4,
+		},
+		{
+			name: "twice at most", notStored: true, fail: func(i int) bool { return i >= 2 },
+			wantStatus: 503, wantBody: `"ids":["1-1","1-2"]}`, wantKeys: []string{"", "", "", "", "", "", "", ""}, wantInFlight: 4,
+			wantMsg: "2 of 4 events stored",
+		},
+		{
+			name: "not sent again when a later one was stored", notStored: true, fail: func(i int) bool { return i == 2 },
+			wantStatus: 503, wantBody: `"ids":["1-1","1-2"]}`, wantKeys: []string{"", "", "", ""},
+			wantMsg: "2 of 4 events stored",
+		},
+		{
 			name: "the third not sent: nothing after it is", fail: func(i int) bool { return i == 2 }, startErr: true,
 			wantStatus: 503, wantBody: `"ids":["1-1","1-2"]}`, wantKeys: []string{"", "", ""}, wantInFlight: 2,
 			wantMsg: "2 of 4 events stored",
@@ -244,7 +263,7 @@ func TestBatchAsync(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pub := &fakeAsync{fail: tt.fail, startErr: tt.startErr}
+			pub := &fakeAsync{fail: tt.fail, startErr: tt.startErr, notStored: tt.notStored}
 			srv := newTestServer(t, &fakeAuth{}, pub, 1<<10)
 			status, header, body := postBatch(t, srv.URL, tt.key, batchOf(4))
 			assert.Equal(t, tt.wantStatus, status)
