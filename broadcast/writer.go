@@ -12,8 +12,9 @@ import (
 //
 // A publish queues one shared frame to each subscriber; a subscriber with
 // queued frames is put on the hub's ready list once. A few flusher
-// goroutines (one per CPU) take subscribers off the list and write all of
-// their queued frames in one non-blocking system call. While the flushers
+// goroutines (one per CPU but one, and a helper for quiet bursts; see
+// flushers) take subscribers off the list and write all of their queued
+// frames in one non-blocking system call. While the flushers
 // work through the list, further publishes queue behind, so the busier the
 // server, the more frames each write carries: batching that adapts to load
 // without delaying anything when the server is quiet.
@@ -33,59 +34,158 @@ const writeChunk = 64 << 10
 // between flushers.
 const flushBatch = 64
 
+// spreadMin is the smallest burst worth waking the helper for: below it the
+// wake costs about as much as the writes it would take over.
+const spreadMin = 2 * flushBatch
+
 var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, writeChunk); return &b }}
 
 // flushers is the ready list and the goroutines that serve it.
+//
+// One CPU is left to the publishers and readers: GOMAXPROCS−1 flushers
+// serve the list, and while they work through it, publishes queue behind,
+// so that each write carries more frames the busier the server is. That
+// batching is what makes full load fast, and a second writer on two cores
+// would halve it.
+//
+// A quiet server has nothing to batch, though: each event's fan-out is one
+// write per subscriber, and a burst of a thousand writes on one core is
+// what a subscriber at the end of it waits for. So one more goroutine, the
+// helper, takes a share of a burst (1/GOMAXPROCS of it) when the burst
+// finds every flusher idle and the list's last drain had nothing to batch
+// (no more than one frame per write on average, see drained). The choice
+// is made from the backlog the flushers saw, not from a timer: between two
+// bursts of a busy server the flushers may be idle for a moment, but the
+// drain before carried several frames per write, so the burst stays with
+// the flushers; and a burst that finds them busy is never split.
 type flushers struct {
-	mu    sync.Mutex
-	cond  *sync.Cond
-	ready []*client
-	stop  bool
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	cond   *sync.Cond // flushers wait here
+	helper *sync.Cond // the helper waits here
+	ready  []*client
+	stop   bool
+	wg     sync.WaitGroup
+
+	n    int // flushers, without the helper
+	busy int // flushers and helper writing a batch taken from the list
+
+	// spread is how many clients the helper may still take; 0 outside a
+	// spread burst. helped counts the clients it took, for the tests.
+	spread int
+	helped int
+
+	// writes and frames count, since the list last drained (empty and
+	// nobody writing), the flushers' complete writes and the frames they
+	// carried; batching is the verdict of the last drain.
+	writes, frames int
+	batching       bool
 }
 
 func (f *flushers) start(n int) {
-	f.cond = sync.NewCond(&f.mu)
+	f.init(n)
 	for range n {
 		f.wg.Add(1)
-		go f.run()
+		go f.run(false)
 	}
+	f.wg.Add(1)
+	go f.run(true)
+}
+
+// init prepares f for n flushers and the helper, without starting them.
+func (f *flushers) init(n int) {
+	f.cond = sync.NewCond(&f.mu)
+	f.helper = sync.NewCond(&f.mu)
+	f.n = n
 }
 
 // add puts clients on the ready list.
 func (f *flushers) add(cs ...*client) {
 	f.mu.Lock()
+	spread := len(cs) >= spreadMin && len(f.ready) == 0 && f.busy == 0 && !f.batching
 	f.ready = append(f.ready, cs...)
+	if spread {
+		f.spread = len(cs) / (f.n + 1)
+	}
 	f.mu.Unlock()
 	f.cond.Signal()
+	if spread {
+		f.helper.Signal()
+	}
 }
 
-func (f *flushers) run() {
+// run serves the list: as a flusher, or as the helper, which takes only
+// the share of a spread burst that add gave it.
+func (f *flushers) run(helper bool) {
 	defer f.wg.Done()
 	var batch []*client
+	var wrote writeCount
+	wait := f.cond
+	if helper {
+		wait = f.helper
+	}
+	f.mu.Lock()
 	for {
-		f.mu.Lock()
-		for len(f.ready) == 0 && !f.stop {
-			f.cond.Wait()
+		if len(batch) > 0 {
+			clear(batch)
+			batch = batch[:0]
+			f.busy--
+			f.writes += wrote.writes
+			f.frames += wrote.frames
+			wrote = writeCount{}
 		}
-		if len(f.ready) == 0 {
+		if len(f.ready) == 0 && f.busy == 0 {
+			f.drained()
+		}
+		for (len(f.ready) == 0 || helper && f.spread == 0) && !f.stop {
+			wait.Wait()
+		}
+		if len(f.ready) == 0 || helper && f.stop {
 			f.mu.Unlock()
 			return
 		}
 		n := min(len(f.ready), flushBatch)
-		batch = append(batch[:0], f.ready[:n]...)
+		if helper {
+			n = min(n, f.spread)
+			f.spread -= n
+			f.helped += n
+		}
+		batch = append(batch, f.ready[:n]...)
 		rest := copy(f.ready, f.ready[n:])
 		clear(f.ready[rest:])
 		f.ready = f.ready[:rest]
-		more := rest > 0
+		f.busy++
+		more := rest > 0 && !helper
 		f.mu.Unlock()
 		if more {
 			f.cond.Signal() // let another flusher share the list
 		}
 		for _, c := range batch {
-			c.flush()
+			wrote.add(c.flush())
 		}
-		clear(batch)
+		f.mu.Lock()
+	}
+}
+
+// drained ends a drain of the list: it keeps whether the drain carried
+// more than one frame per write (one in eight more frames than writes),
+// and ends any spread. Under mu.
+func (f *flushers) drained() {
+	f.spread = 0
+	if f.writes == 0 {
+		return
+	}
+	f.batching = f.frames > f.writes+f.writes/8
+	f.writes, f.frames = 0, 0
+}
+
+// writeCount is what a flusher wrote: complete non-blocking writes and the
+// frames they carried.
+type writeCount struct{ writes, frames int }
+
+func (w *writeCount) add(frames int) {
+	if frames > 0 {
+		w.writes++
+		w.frames += frames
 	}
 }
 
@@ -95,6 +195,7 @@ func (f *flushers) close() {
 	f.stop = true
 	f.mu.Unlock()
 	f.cond.Broadcast()
+	f.helper.Broadcast()
 	f.wg.Wait()
 }
 
@@ -108,15 +209,16 @@ func (h *Hub) schedule(c *client) {
 }
 
 // flush runs on a flusher: it takes everything queued for c and writes it
-// without blocking. What the socket does not take at once is handed to a
+// without blocking, and returns how many frames that one write carried (0
+// when it made none). What the socket does not take at once is handed to a
 // goroutine of c's own.
-func (c *client) flush() {
+func (c *client) flush() int {
 	frames, since, closing, ok := c.take()
 	if !ok {
 		if closing {
 			c.finish()
 		}
-		return
+		return 0
 	}
 	bp := writeBufs.Get().(*[]byte)
 	buf := (*bp)[:0]
@@ -124,7 +226,7 @@ func (c *client) flush() {
 		if len(buf)+len(f) > writeChunk {
 			// Too much for one write: all of it goes the slow way, in order.
 			go c.writeLoop(bp, buf, frames[i:])
-			return
+			return 0
 		}
 		buf = append(buf, f...)
 	}
@@ -144,7 +246,9 @@ func (c *client) flush() {
 		c.sent.Add(uint64(nframes))
 		c.hub.metrics.WriteWaited(time.Since(since))
 		c.done()
+		return nframes
 	}
+	return 0
 }
 
 // take swaps the queue out for writing, with the time its oldest frame was
