@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,6 +105,37 @@ func TestQueueClosedWorkerLeavesAtOnce(t *testing.T) {
 	assert.Equal(t, "task", n.Type)
 	assert.Equal(t, id2, n.ID)
 	b.must(t, "assign", id2, "OK")
+}
+
+// A worker that is also a subscriber, and stops reading, is cut off as a
+// slow consumer: it leaves its queues then, not at its teardown, which
+// waits for its last write to time out (WRITE_TIMEOUT, 2 s here).
+func TestQueueSlowWorkerLeavesAtOnce(t *testing.T) {
+	clNoLeaks(t)
+	const writeTimeout = 2 * time.Second
+	s := startServer(t, map[string]string{"WRITE_TIMEOUT": writeTimeout.String(), "MAX_BODY_BYTES": "65536", "QUEUE_MAX_BYTES": "262144"})
+	a := s.subscribeSmall("news")
+	require.Equal(t, `{"type":"work","code":"OK"}`, sendInit(t, a, `{"type":"work","queues":["s"]}`))
+	id := s.enqueue("s", `1`)
+	assert.Equal(t, id, readJSON(t, a)["id"])
+	b := s.wsWorker("b", "Basic "+testToken, 1, "s")
+	s.waitWorkers("s", 2)
+
+	// a reads nothing more: events fill its socket, then its queue.
+	big := `"` + strings.Repeat("x", 60_000) + `"`
+	var cut time.Time
+	for i := 0; cut.IsZero(); i++ {
+		require.Less(t, i, 2000, "a was never cut off")
+		s.publish("news", big)
+		if strings.Contains(s.logs.String(), `msg="subscriber cut off"`) {
+			cut = time.Now()
+		}
+	}
+	n := b.offer(t, id, 2, false)
+	took := n.At.Sub(cut)
+	t.Logf("offered again %v after the cut-off", took.Round(time.Millisecond))
+	assert.Less(t, took, writeTimeout*3/4, "the task waited for the slow worker's teardown")
+	b.must(t, "assign", id, "OK")
 }
 
 // The answer to an assign, reject or done comes before the offer that it
