@@ -1,26 +1,34 @@
 #!/usr/bin/env bash
-# cluster.sh: eventsrv's cluster mode from binaries, on this machine: a
+# cluster.sh: eventsrv's cluster mode from binaries, on one machine: a
 # 3-node NATS cluster with JetStream (routes on loopback) and 3 eventsrv
 # instances following one stream, R3 by default. Run it from anywhere in a
 # checkout; it builds nats-server (the version in go.mod) and eventsrv
-# unless told which binaries to use.
+# unless told which binaries to use. The README's "Cluster mode" section
+# walks through it, and deploy/cluster_test.go runs that walk-through.
 #
-#   cmd/eventsrv-bench/cluster.sh                  start, print the URLs, wait for Ctrl-C
-#   cmd/eventsrv-bench/cluster.sh COMMAND [ARG...] start, run COMMAND, stop
+#   deploy/cluster.sh                  start, print the URLs, wait for Ctrl-C
+#   deploy/cluster.sh COMMAND [ARG...] start, run COMMAND, stop
 #
-# COMMAND sees the cluster in its environment:
+# COMMAND sees the cluster in its environment, and so does a shell that
+# sources $WORK/env (written at start; the script prints its path):
 #   CLUSTER_LISTEN      the 3 listen URLs, comma-separated (POST /event)
-#   CLUSTER_BROADCAST   the 3 broadcast URLs, comma-separated (WebSocket, SSE)
+#   CLUSTER_BROADCAST   the 3 broadcast URLs, comma-separated (WebSocket)
 #   CLUSTER_NATS        the 3 NATS client URLs, comma-separated
 #   CLUSTER_TOKEN_FILE  the tokens file (one token)
 #   CLUSTER_EVENTSRV_PIDS, CLUSTER_NATS_PIDS   comma-separated pids
+#   TOKEN               the token
+#   LISTEN_1..3         instance i's listen server, http://127.0.0.1:port
+#   BROADCAST_1..3      instance i's broadcast server, http://127.0.0.1:port
+#                       (Server-Sent Events at /events)
+#   EVENTSRV_PID_1..3, NATS_PID_1..3
 # for example, with the load tool built as /tmp/bench:
-#   cmd/eventsrv-bench/cluster.sh sh -c '/tmp/bench -listen $CLUSTER_LISTEN \
+#   deploy/cluster.sh sh -c '/tmp/bench -listen $CLUSTER_LISTEN \
 #     -broadcast $CLUSTER_BROADCAST -token-file $CLUSTER_TOKEN_FILE -subs 1000'
 #
 # Settings (environment):
-#   WORK=DIR          stores, tokens file and logs; default: a new temporary
-#                     directory, removed at exit (a DIR you give is kept)
+#   WORK=DIR          stores, tokens file, env file and logs; default: a new
+#                     temporary directory, removed at exit (a DIR you give
+#                     is kept, and its NATS stores are used again)
 #   NATS_SERVER=PATH  nats-server binary; default: built from go.mod's module
 #   EVENTSRV=PATH     eventsrv binary; default: built from this checkout
 #   REPLICAS=3        the stream's replicas (NATS_REPLICAS)
@@ -33,7 +41,7 @@
 # Everything started is stopped when the script exits, however it exits.
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/../.." && pwd)
+root=$(cd "$(dirname "$0")/.." && pwd)
 replicas=${REPLICAS:-3}
 nats_port=${NATS_PORT:-4222}
 eventsrv_port=${EVENTSRV_PORT:-8080}
@@ -169,6 +177,21 @@ log "eventsrv instances ready (stream EVENTSRV, R$replicas)"
 
 export CLUSTER_LISTEN=$listen_urls CLUSTER_BROADCAST=$broadcast_urls CLUSTER_NATS=$nats_urls
 export CLUSTER_TOKEN_FILE=$work/tokens CLUSTER_EVENTSRV_PIDS=$eventsrv_pids CLUSTER_NATS_PIDS=$nats_pids
+export TOKEN
+TOKEN=$(grep -v '^#' "$work/tokens" | head -n 1)
+# The same, per instance, for people in another shell: . $work/env
+{
+	for v in CLUSTER_LISTEN CLUSTER_BROADCAST CLUSTER_NATS CLUSTER_TOKEN_FILE CLUSTER_EVENTSRV_PIDS CLUSTER_NATS_PIDS TOKEN; do
+		printf 'export %s=%q\n' "$v" "${!v}"
+	done
+	for i in 1 2 3; do
+		base=$((eventsrv_port + 3 * (i - 1)))
+		printf 'export LISTEN_%d=http://127.0.0.1:%d BROADCAST_%d=http://127.0.0.1:%d EVENTSRV_PID_%d=%d NATS_PID_%d=%d\n' \
+			"$i" "$base" "$i" $((base + 1)) "$i" "${pids[i - 1]}" "$i" "${nats[i - 1]}"
+	done
+} >"$work/env"
+# shellcheck source=/dev/null
+. "$work/env"
 
 if [ $# -gt 0 ]; then
 	"$@"
@@ -178,8 +201,9 @@ cat <<EOF
 listen     $CLUSTER_LISTEN
 broadcast  $CLUSTER_BROADCAST
 nats       $CLUSTER_NATS
-token      $(cat "$CLUSTER_TOKEN_FILE")  (in $CLUSTER_TOKEN_FILE)
+token      $TOKEN  (in $CLUSTER_TOKEN_FILE)
 eventsrv pids $CLUSTER_EVENTSRV_PIDS, nats-server pids $CLUSTER_NATS_PIDS
+In another shell, . $work/env sets TOKEN, LISTEN_1..3, BROADCAST_1..3 and the pids.
 Ctrl-C stops everything.
 EOF
 while true; do
