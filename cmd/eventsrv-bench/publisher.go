@@ -60,7 +60,7 @@ type publishResult struct {
 	firstSend int64          // Unix ns
 	lastDone  int64          // Unix ns, the last answer
 	targets   []publishTarget
-	latencies []int64 // ns from sending each acknowledged POST to its answer, sorted
+	latencies []int64 // ns from sending each acknowledged event's POST to its answer, sorted
 }
 
 // publishTarget is what the publishers of one listen URL did.

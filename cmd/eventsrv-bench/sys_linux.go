@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"syscall"
 )
 
@@ -55,4 +56,11 @@ func sampleMachine() (busyTicks, selfNanos int64, err error) {
 		return 0, 0, err
 	}
 	return busyTicks, ru.Utime.Nano() + ru.Stime.Nano(), nil
+}
+
+// ownProcessGroup starts cmd in a process group of its own, so that a
+// Ctrl-C meant for this tool reaches a server it started only through the
+// tool, which then reports the interrupted run and stops the server.
+func ownProcessGroup(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 }

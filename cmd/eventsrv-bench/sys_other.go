@@ -4,6 +4,7 @@ package main
 
 import (
 	"errors"
+	"os/exec"
 	"syscall"
 )
 
@@ -21,3 +22,6 @@ func raiseFileLimit() (uint64, error) {
 func sampleMachine() (busyTicks, selfNanos int64, err error) {
 	return 0, 0, errors.New("the machine's CPU time is only read on Linux")
 }
+
+// ownProcessGroup does nothing outside Linux.
+func ownProcessGroup(cmd *exec.Cmd) {}

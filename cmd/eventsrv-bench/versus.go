@@ -130,6 +130,9 @@ func runVersus(ctx context.Context, cfg config, stderr io.Writer) *versusReport 
 			if i > 0 || name != versusMinimal {
 				pause(ctx, compareSettle)
 			}
+			if ctx.Err() != nil {
+				break
+			}
 			run := versusOne(ctx, cfg, name, commands[name], dir, token, tokensFile)
 			fmt.Fprintf(stderr, "round %d %s: %s\n", i+1, name, run.summary())
 			if name == versusMinimal {
@@ -213,8 +216,9 @@ func (rep *versusReport) finish(rounds int) {
 	for i := range rep.Rounds {
 		round := &rep.Rounds[i]
 		passed := true
-		for _, run := range []*versusRun{round.Minimal, round.Eventsrv} {
+		for j, run := range []*versusRun{round.Minimal, round.Eventsrv} {
 			if run == nil {
+				rep.Failures = append(rep.Failures, fmt.Sprintf("round %d %s: interrupted before the run", i+1, []string{rep.Reference, serverEventsrv}[j]))
 				passed = false
 				continue
 			}
@@ -339,6 +343,9 @@ func (rep *versusReport) writeText(b *strings.Builder) {
 	}
 	for i, round := range rep.Rounds {
 		for _, run := range []*versusRun{round.Minimal, round.Eventsrv} {
+			if run == nil {
+				continue // interrupted before it
+			}
 			label := fmt.Sprintf("round %d %s", i+1, run.Server)
 			switch {
 			case run.Figures == nil:
@@ -441,6 +448,7 @@ func startServer(ctx context.Context, name string, command serverCommand, dir, t
 		serveEnv+"=", // eventsrv must not see the minimal server's switch
 	)
 	cmd.Env = append(cmd.Env, command.env...)
+	ownProcessGroup(cmd)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s (%s): %w", name, command.path, err)
 	}

@@ -70,7 +70,7 @@ func TestVersusFlags(t *testing.T) {
 	}
 }
 
-// figures builds a passing run with the given figures.
+// passingRun builds a passing run with the given figures.
 func passingRun(server string, p50, p99, rate, cpu float64) *versusRun {
 	return &versusRun{Server: server, PID: 1, Pass: true, Report: &report{Pass: true},
 		Figures: &versusFigures{P50Ms: p50, P99Ms: p99, DeliveriesPerSecond: rate, CPUMicrosPerDelivery: cpu}}
@@ -218,4 +218,23 @@ func TestAgainstEventsrv(t *testing.T) {
 		assert.Regexp(t, `(?m)^round 1 eventsrv\s+FAIL: eventsrv exited before it was ready`, stdout.String())
 		assert.Regexp(t, `(?m)^round 1 minimal\s+[\d.]+ .* PASS$`, stdout.String(), "the minimal server's run still reported")
 	})
+}
+
+func TestVersusReportInterrupted(t *testing.T) {
+	rep := &versusReport{Mode: modeVersus, Reference: versusMinimal, TargetP99Ratio: versusTargetP99, Rounds: []versusRound{
+		{Minimal: passingRun(versusMinimal, 10, 20, 1000, 4)},
+	}}
+	rep.finish(2)
+	assert.False(t, rep.Pass)
+	assert.Equal(t, []string{"round 1 eventsrv: interrupted before the run", "interrupted before the run finished"}, rep.Failures)
+	assert.Zero(t, rep.PassingRounds)
+	var b strings.Builder
+	rep.writeText(&b)
+	assert.Regexp(t, `(?m)^medians\s+none: no round in which both runs passed$`, b.String())
+
+	var stdout bytes.Buffer
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := run(ctx, []string{"-versus", "minimal", "-eventsrv-bin", "/nonexistent"}, &stdout, &bytes.Buffer{})
+	require.ErrorContains(t, err, "interrupted before the run finished", "nothing is started once interrupted")
 }
