@@ -151,27 +151,38 @@ func TestAgainstEventsrv(t *testing.T) {
 			send(t, conn, `{"authentication":"Basic `+token+`","events":["bench"]}`)
 			inits = append(inits, readText(t, conn))
 
-			req, err := http.NewRequest(http.MethodPost, srv.listenURL+"/event",
-				strings.NewReader(`{"event":"bench","data":{"p":0,"s":1, "x":"a\u00e9<"}}`))
-			require.NoError(t, err)
-			req.Header.Set("Authorization", "Basic "+token)
-			resp, err := http.DefaultClient.Do(req)
-			require.NoError(t, err)
-			raw, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			require.NoError(t, err)
-			require.Equal(t, http.StatusOK, resp.StatusCode, "%s", raw)
-			answers = append(answers, string(raw))
+			post := func(path, body string) {
+				req, err := http.NewRequest(http.MethodPost, srv.listenURL+path, strings.NewReader(body))
+				require.NoError(t, err)
+				req.Header.Set("Authorization", "Basic "+token)
+				resp, err := http.DefaultClient.Do(req)
+				require.NoError(t, err)
+				raw, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				require.NoError(t, err)
+				require.Equal(t, http.StatusOK, resp.StatusCode, "%s", raw)
+				answers = append(answers, string(raw))
+			}
+			post("/event", `{"event":"bench","data":{"p":0,"s":1, "x":"a\u00e9<"}}`)
 			frames = append(frames, readText(t, conn))
+			post("/events", `[{"event":"bench","data":1},{"event":"bench"}]`)
+			frames = append(frames, readText(t, conn), readText(t, conn))
 			conn.Close()
 			require.NoError(t, srv.stop(), "a clean exit after SIGTERM")
 		}
-		t.Logf("eventsrv: %s %s %s", inits[0], strings.TrimSpace(answers[0]), frames[0])
-		t.Logf("minimal:  %s %s %s", inits[1], strings.TrimSpace(answers[1]), frames[1])
+		t.Logf("eventsrv: %s %q %q", inits[0], answers[:2], frames[:3])
+		t.Logf("minimal:  %s %q %q", inits[1], answers[2:], frames[3:])
 		assert.Equal(t, inits[0], inits[1], "the init answer, byte for byte")
-		id := regexp.MustCompile(`"id":"\d+-\d+"`)
-		assert.Equal(t, id.ReplaceAllString(answers[0], `"id":"ID"`), id.ReplaceAllString(answers[1], `"id":"ID"`), "the POST answer but for the ID")
-		assert.Equal(t, id.ReplaceAllString(frames[0], `"id":"ID"`), id.ReplaceAllString(frames[1], `"id":"ID"`), "the event frame but for the ID")
+		id := regexp.MustCompile(`"\d+-\d+"`)
+		noIDs := func(ss []string) []string {
+			out := make([]string, len(ss))
+			for i, s := range ss {
+				out[i] = id.ReplaceAllString(s, `"ID"`)
+			}
+			return out
+		}
+		assert.Equal(t, noIDs(answers[:2]), noIDs(answers[2:]), "the answers to POST /event and /events but for the IDs")
+		assert.Equal(t, noIDs(frames[:3]), noIDs(frames[3:]), "the event frames but for the IDs")
 	})
 
 	t.Run("alternating", func(t *testing.T) {
@@ -205,6 +216,20 @@ func TestAgainstEventsrv(t *testing.T) {
 		assert.Equal(t, round4(median([]float64{rep.Rounds[0].Ratio.P99Ms, rep.Rounds[1].Ratio.P99Ms})), rep.MedianRatio.P99Ms)
 		assert.Regexp(t, `(?m)^round 1 minimal: p50 [\d.]+ ms, p99 [\d.]+ ms, [\d.]+ deliveries/s, [\d.]+ µs/delivery, PASS$`, stderr.String())
 		assert.Regexp(t, `(?m)^round 2 eventsrv: .*, PASS$`, stderr.String())
+	})
+
+	t.Run("in batches", func(t *testing.T) {
+		var stdout bytes.Buffer
+		args := []string{"-versus", "minimal", "-eventsrv-bin", bin, "-subs", "10", "-events", "53", "-batch", "5", "-json", "-timeout", "20s"}
+		require.NoError(t, run(context.Background(), args, &stdout, &bytes.Buffer{}))
+		var rep versusReport
+		require.NoError(t, json.Unmarshal(stdout.Bytes(), &rep), "%s", stdout.String())
+		require.Len(t, rep.Rounds, 1)
+		for _, run := range []*versusRun{rep.Rounds[0].Minimal, rep.Rounds[0].Eventsrv} {
+			assert.True(t, run.Pass, "%s: %v", run.Server, run.failures())
+			assert.Equal(t, 53, run.Report.Load.Published, run.Server)
+			assert.Equal(t, 10*53, run.Report.Load.Latency.Samples, "%s: every event of every batch timed", run.Server)
+		}
 	})
 
 	t.Run("a server that does not start", func(t *testing.T) {
