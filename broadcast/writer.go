@@ -417,7 +417,7 @@ func (c *lockedConn) tryWrite(b []byte) (int, error) {
 	var n int
 	var werr error
 	err := c.rc.Write(func(fd uintptr) bool {
-		n, werr = syscall.Write(int(fd), b)
+		n, werr = sockWrite(fd, b)
 		return true // one attempt: never wait for the socket here
 	})
 	if err != nil {
