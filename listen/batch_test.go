@@ -108,6 +108,20 @@ func FuzzParseBatch(f *testing.F) {
 		if !utf8.Valid(body) || !json.Valid(body) {
 			t.Fatalf("accepted %q, which is not valid UTF-8 JSON", body)
 		}
+		// Data are copies: a kept event does not keep the body.
+		scratch := bytes.Clone(body)
+		again, err := ParseBatch(scratch, maxEvents, maxEventBytes)
+		if err != nil {
+			t.Fatalf("%q: accepted once, then %v", body, err)
+		}
+		for i := range scratch {
+			scratch[i] = 'x'
+		}
+		for i := range again {
+			if !bytes.Equal(again[i].Data, events[i].Data) {
+				t.Fatalf("%q: events[%d]'s data changed with the body: %q", body, i, again[i].Data)
+			}
+		}
 		// The batch is exactly the array's elements, each parsed as POST
 		// /event parses its body.
 		var raws []json.RawMessage
@@ -361,4 +375,19 @@ func TestBatchSequentialFailure(t *testing.T) {
 	require.Equal(t, 200, status, body)
 	assert.Equal(t, `{"code":"OK","ids":["1-1","1-2","1-3","1-4"],"duplicates":2}`+"\n", body)
 	assert.Equal(t, []published{{"e0", "0"}, {"e1", "1"}, {"e2", "2"}, {"e3", "3"}}, pub.Events())
+}
+
+// BenchmarkParseBatch parses a batch of 100 typical events (benchBody).
+func BenchmarkParseBatch(b *testing.B) {
+	body := []byte("[" + strings.TrimSuffix(strings.Repeat(string(benchBody)+",", 100), ",") + "]")
+	events, err := ParseBatch(body, MaxBatchEvents, 0)
+	require.NoError(b, err)
+	require.Len(b, events, 100)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if _, err := ParseBatch(body, MaxBatchEvents, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
