@@ -66,14 +66,29 @@ type AsyncPublisher interface {
 	StartPublish(key, event string, data json.RawMessage) (wait func() (id string, duplicate bool, err error), err error)
 }
 
+// BatchError is ParseBatch's error: it wraps ErrInvalidBody,
+// ErrTooManyEvents or ErrEventTooLarge, and Reason says what is wrong, for
+// people.
+type BatchError struct {
+	kind   error
+	Reason string
+}
+
+func (e *BatchError) Error() string { return e.kind.Error() + ": " + e.Reason }
+func (e *BatchError) Unwrap() error { return e.kind }
+
+func batchErr(kind error, format string, args ...any) error {
+	return &BatchError{kind: kind, Reason: fmt.Sprintf(format, args...)}
+}
+
 // batchHint ends the message of a refused batch.
 const batchHint = `; send [{"event":"<name>","data":<any JSON>}, ...]`
 
 // ParseBatch parses a POST /events body: a JSON array of at most maxEvents
 // POST /event bodies, each at most maxEventBytes long (0: no bound), each
-// parsed as ParseEvent does. An error wraps ErrInvalidBody,
-// ErrTooManyEvents or ErrEventTooLarge, and names the event's index when it
-// is about one event. An empty array is a batch of no events. Each event's
+// parsed as ParseEvent does. An error is a *BatchError, which wraps
+// ErrInvalidBody, ErrTooManyEvents or ErrEventTooLarge and names the
+// event's index when it is about one event. An empty array is a batch of no events. Each event's
 // Data is a copy, not a slice of body, so that a kept event does not keep
 // its whole batch in memory.
 //
@@ -83,14 +98,14 @@ const batchHint = `; send [{"event":"<name>","data":<any JSON>}, ...]`
 // same results); an invalid one is decoded again, slowly, to say where.
 func ParseBatch(body []byte, maxEvents int, maxEventBytes int64) ([]Event, error) {
 	if !utf8.Valid(body) {
-		return nil, fmt.Errorf("%w: the body is not valid UTF-8", ErrInvalidBody)
+		return nil, batchErr(ErrInvalidBody, "the body is not valid UTF-8")
 	}
 	if !json.Valid(body) {
 		return nil, batchSyntaxError(body, maxEvents, maxEventBytes)
 	}
 	i := skipSpace(body, 0)
 	if body[i] != '[' {
-		return nil, fmt.Errorf("%w: the body is not a JSON array (POST /event takes a single event)", ErrInvalidBody)
+		return nil, batchErr(ErrInvalidBody, "the body is not a JSON array (POST /event takes a single event)")
 	}
 	events := []Event{}
 	i = skipSpace(body, i+1)
@@ -99,7 +114,7 @@ func ParseBatch(body []byte, maxEvents int, maxEventBytes int64) ([]Event, error
 	}
 	for n := 0; ; n++ {
 		if n == maxEvents {
-			return nil, fmt.Errorf("%w: a batch holds at most %d events; send the rest in another", ErrTooManyEvents, maxEvents)
+			return nil, batchErr(ErrTooManyEvents, "a batch holds at most %d events; send the rest in another", maxEvents)
 		}
 		end := valueEnd(body, i)
 		if err := checkEvent(n, body[i:end], maxEventBytes); err != nil {
@@ -107,7 +122,7 @@ func ParseBatch(body []byte, maxEvents int, maxEventBytes int64) ([]Event, error
 		}
 		ev, reason := scanEvent(body[i:end])
 		if reason != "" {
-			return nil, fmt.Errorf("%w: events[%d]: %s", ErrInvalidBody, n, reason)
+			return nil, batchErr(ErrInvalidBody, "events[%d]: %s", n, reason)
 		}
 		events = append(events, ev)
 		i = skipSpace(body, end)
@@ -121,7 +136,7 @@ func ParseBatch(body []byte, maxEvents int, maxEventBytes int64) ([]Event, error
 // checkEvent bounds event n's size.
 func checkEvent(n int, raw []byte, maxEventBytes int64) error {
 	if maxEventBytes > 0 && int64(len(raw)) > maxEventBytes {
-		return fmt.Errorf("%w: events[%d] is %d bytes; an event may be at most %d (MAX_BODY_BYTES)", ErrEventTooLarge, n, len(raw), maxEventBytes)
+		return batchErr(ErrEventTooLarge, "events[%d] is %d bytes; an event may be at most %d (MAX_BODY_BYTES)", n, len(raw), maxEventBytes)
 	}
 	return nil
 }
@@ -134,30 +149,30 @@ func batchSyntaxError(body []byte, maxEvents int, maxEventBytes int64) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	tok, err := dec.Token()
 	if err != nil {
-		return fmt.Errorf("%w: the body is not a JSON array: %v", ErrInvalidBody, err)
+		return batchErr(ErrInvalidBody, "the body is not a JSON array: %v", err)
 	}
 	if d, ok := tok.(json.Delim); !ok || d != '[' {
-		return fmt.Errorf("%w: the body is not a JSON array (POST /event takes a single event)", ErrInvalidBody)
+		return batchErr(ErrInvalidBody, "the body is not a JSON array (POST /event takes a single event)")
 	}
 	for n := 0; dec.More(); n++ {
 		if n == maxEvents {
-			return fmt.Errorf("%w: a batch holds at most %d events; send the rest in another", ErrTooManyEvents, maxEvents)
+			return batchErr(ErrTooManyEvents, "a batch holds at most %d events; send the rest in another", maxEvents)
 		}
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
-			return fmt.Errorf("%w: events[%d] is not valid JSON: %v", ErrInvalidBody, n, err)
+			return batchErr(ErrInvalidBody, "events[%d] is not valid JSON: %v", n, err)
 		}
 		if err := checkEvent(n, raw, maxEventBytes); err != nil {
 			return err
 		}
 		if _, reason := scanEvent(raw); reason != "" {
-			return fmt.Errorf("%w: events[%d]: %s", ErrInvalidBody, n, reason)
+			return batchErr(ErrInvalidBody, "events[%d]: %s", n, reason)
 		}
 	}
 	if _, err := dec.Token(); err != nil { // the closing ]
-		return fmt.Errorf("%w: the body is not a JSON array: %v", ErrInvalidBody, err)
+		return batchErr(ErrInvalidBody, "the body is not a JSON array: %v", err)
 	}
-	return fmt.Errorf("%w: the body has more after its array", ErrInvalidBody)
+	return batchErr(ErrInvalidBody, "the body has more after its array")
 }
 
 // scanEvent is parseEvent for one element of a batch that json.Valid has
@@ -370,8 +385,9 @@ func (h *handler) events(w http.ResponseWriter, r *http.Request) {
 		}
 		h.opts.Log.Info("batch refused", "remote", r.RemoteAddr, "code", code, "reason", err)
 		message := err.Error()
-		for _, e := range []error{ErrInvalidBody, ErrTooManyEvents, ErrEventTooLarge} {
-			message = strings.TrimPrefix(message, e.Error()+": ")
+		var be *BatchError
+		if errors.As(err, &be) {
+			message = be.Reason
 		}
 		if code == CodeInvalidBody {
 			message += batchHint

@@ -100,6 +100,10 @@ func FuzzParseBatch(f *testing.F) {
 			if events != nil {
 				t.Fatalf("error %v with events %+v", err, events)
 			}
+			var be *BatchError
+			if !errors.As(err, &be) || be.Reason == "" {
+				t.Fatalf("error %v is not a *BatchError with a reason", err)
+			}
 			if !errors.Is(err, ErrInvalidBody) && !errors.Is(err, ErrTooManyEvents) && !errors.Is(err, ErrEventTooLarge) {
 				t.Fatalf("error %v wraps none of the sentinels", err)
 			}
