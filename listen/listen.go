@@ -73,6 +73,7 @@ var statusOf = map[Code]int{
 	CodeNameTooLong:            http.StatusBadRequest,
 	CodeInvalidKey:             http.StatusBadRequest,
 	CodeQueueFull:              http.StatusTooManyRequests,
+	CodeTooManyQueues:          http.StatusTooManyRequests,
 }
 
 // Options are the listen server's limits.

@@ -22,7 +22,8 @@ type Enqueuer interface {
 
 // Codes of POST /queue/{name}.
 const (
-	CodeQueueFull Code = "QUEUE_FULL"
+	CodeQueueFull     Code = "QUEUE_FULL"
+	CodeTooManyQueues Code = "TOO_MANY_QUEUES"
 )
 
 // enqueue serves POST /queue/{name}: the body is the task's data (any
@@ -99,6 +100,10 @@ func (h *handler) enqueue(w http.ResponseWriter, r *http.Request) {
 	id, err := h.opts.Queues.Add(name, data.Bytes(), o)
 	if errors.Is(err, queue.ErrQueueFull) {
 		h.answer(w, CodeQueueFull, err.Error()+": take tasks from it, or raise QUEUE_MAX_TASKS")
+		return
+	}
+	if errors.Is(err, queue.ErrTooManyQueues) {
+		h.answer(w, CodeTooManyQueues, err.Error()+" hold tasks: finish or take the tasks of another queue, or raise QUEUE_MAX_QUEUES")
 		return
 	}
 	if err != nil {
