@@ -33,7 +33,7 @@ func New() *Metrics {
 		reg: prometheus.NewRegistry(),
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "eventsrv_events_published_total",
-			Help: "POST /event requests by the code answered (OK, INVALID_BODY, UNAUTHENTICATED, ...).",
+			Help: "Events published (code OK: one per event, a POST /events batch counting each of its events) and refused requests by the code answered (INVALID_BODY, UNAUTHENTICATED, ...).",
 		}, []string{"code"}),
 		closed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "eventsrv_subscribers_closed_total",
