@@ -110,6 +110,11 @@ func TestVersusReportLeavesFailedRoundsOut(t *testing.T) {
 	assert.Regexp(t, `(?m)^median ratio\s+1\.20×\s+1\.40×\s+0\.75×\s+0\.38×$`, out)
 	assert.Regexp(t, `(?m)^\s+eventsrv/minimal over 2 of 4 rounds`, out)
 	assert.Regexp(t, `(?m)^target\s+p99 ratio ≤ 0\.85 \(#16\): not met by the median 1\.40×; met in 1 of 2 rounds$`, out)
+	assert.NotContains(t, out, "this load differs")
+	rep.OffTarget = true
+	b.Reset()
+	rep.writeText(&b)
+	assert.Regexp(t, `(?m)^\s+\(the target is set for -subs 1000 -rate 20 -size 100, one event per request; this load differs\)$`, b.String())
 	assert.Regexp(t, `(?m)^result\s+FAIL: round 2 eventsrv: lost 3; round 3 minimal`, out)
 }
 
@@ -212,6 +217,7 @@ func TestAgainstEventsrv(t *testing.T) {
 		}
 		assert.Len(t, pids, 4, "a fresh server for each run")
 		assert.Equal(t, 2, rep.PassingRounds)
+		assert.True(t, rep.OffTarget, "20 subscribers is not #16's load")
 		require.NotNil(t, rep.MedianRatio)
 		assert.Equal(t, round4(median([]float64{rep.Rounds[0].Ratio.P99Ms, rep.Rounds[1].Ratio.P99Ms})), rep.MedianRatio.P99Ms)
 		assert.Regexp(t, `(?m)^round 1 minimal: p50 [\d.]+ ms, p99 [\d.]+ ms, [\d.]+ deliveries/s, [\d.]+ µs/delivery, PASS$`, stderr.String())
