@@ -69,6 +69,7 @@ type config struct {
 	TLSKeyFile  string `env:"TLS_KEY_FILE" envDefault:"certs/cert.key" path:"true" help:"PEM private key for HTTPS_ENABLE"`
 
 	MaxBodyBytes      int64 `env:"MAX_BODY_BYTES" envDefault:"1048576" bytes:"true" help:"largest POST /event body"`
+	MaxBatchBytes     int64 `env:"MAX_BATCH_BYTES" envDefault:"0" bytes:"true" help:"largest POST /events body (a batch of up to 1000 events); 0: the larger of 8 MiB and MAX_BODY_BYTES"`
 	MaxMessageBytes   int64 `env:"MAX_MESSAGE_BYTES" envDefault:"65536" bytes:"true" help:"largest message from a subscriber; at least 256"`
 	MaxSubscriptions  int   `env:"MAX_SUBSCRIPTIONS" envDefault:"1000" help:"most event names one connection may subscribe to"`
 	MaxEventNameBytes int   `env:"MAX_EVENT_NAME_BYTES" envDefault:"255" help:"longest event name, in bytes of UTF-8, to publish or subscribe to"`
@@ -326,6 +327,8 @@ func (c config) validate() error {
 	// The secret is never repeated, not even in an error.
 	check(c.JWTSecret == "" || len(c.JWTSecret) >= 32, "JWT_SECRET", "the value is %d bytes; it must be at least 32 (eventsrv secret makes one)", len(c.JWTSecret))
 	check(c.MaxBodyBytes > 0, "MAX_BODY_BYTES", "%d is not a positive size", c.MaxBodyBytes)
+	check(c.MaxBatchBytes == 0 || c.MaxBatchBytes >= c.MaxBodyBytes, "MAX_BATCH_BYTES",
+		"%d is smaller than MAX_BODY_BYTES (%d): a batch must hold at least one event of the largest size; 0 picks the larger of 8 MiB and MAX_BODY_BYTES", c.MaxBatchBytes, c.MaxBodyBytes)
 	check(c.MaxMessageBytes >= 256, "MAX_MESSAGE_BYTES", "%d is under the minimum, 256", c.MaxMessageBytes)
 	check(c.MaxSubscriptions > 0, "MAX_SUBSCRIPTIONS", "%d is not positive", c.MaxSubscriptions)
 	check(c.QueueMaxTasks > 0, "QUEUE_MAX_TASKS", "%d is not positive", c.QueueMaxTasks)

@@ -137,6 +137,8 @@ func TestConfigParseErrors(t *testing.T) {
 		{"MAX_BODY_BYTES", "0", `MAX_BODY_BYTES: 0 is not a positive size`},
 		{"MAX_MESSAGE_BYTES", "100", `MAX_MESSAGE_BYTES: 100 is under the minimum, 256`},
 		{"QUEUE_MAX_BYTES", "1000", `QUEUE_MAX_BYTES: 1000 must be larger than MAX_BODY_BYTES (1048576) by at least 64`},
+		{"MAX_BATCH_BYTES", "1000", `MAX_BATCH_BYTES: 1000 is smaller than MAX_BODY_BYTES (1048576): a batch must hold at least one event of the largest size; 0 picks the larger of 8 MiB and MAX_BODY_BYTES`},
+		{"MAX_BATCH_BYTES", "-1", `MAX_BATCH_BYTES: "-1" is not a size; use a whole number of bytes, or one with a unit: KB, MB, GB (×1000) or KiB, MiB, GiB (×1024), e.g. 1MB or 64KiB`},
 		{"JWT_SECRET", "short", `JWT_SECRET: the value is 5 bytes; it must be at least 32 (eventsrv secret makes one)`},
 	}
 	for _, c := range cases {
