@@ -84,35 +84,104 @@
 //
 // # JetStream
 //
-// The Broker interface is what a NATS JetStream implementation (the cluster
-// mode, issue #13) would fill, so that every instance's workers share one
-// queue and nothing is lost when an instance dies:
+// In cluster mode (NATS_URL or NATS_EMBED, issue #13) the Broker is
+// eventsrv/cluster/jsqueue's, not the Manager: every instance's workers
+// share each queue, and the tasks live in NATS JetStream, so that nothing is
+// lost when an instance dies or restarts. How it works:
 //
-//   - Each queue is a work-queue stream (RetentionPolicy WorkQueue) on a
-//     subject such as queue.<name>, with MaxMsgs = MaxTasks and DiscardNew,
-//     so that a full stream rejects the publish: Add returns ErrQueueFull.
-//     The task ID is the message ID (Nats-Msg-Id, deduplication); the
-//     options travel as headers.
-//   - One durable pull consumer per queue, shared by all instances, with
-//     AckWait = OfferTimeout and MaxAckPending bounding what is out. An
-//     instance fetches only as many messages as it has free workers, and
-//     offers each to its own longest-free worker: fairness holds within an
-//     instance, and across instances as far as their fetches interleave.
-//   - Assign is an in-progress ack (AckProgress) and, for Complete tasks,
-//     repeated every AckWait until Done (Ack) or TaskTimeout; without
-//     Complete, Assign acks. Reject is a Nak, so that JetStream redelivers
-//     it ahead of newer messages; an expired offer is an AckWait redelivery;
-//     a dead instance's messages come back the same way.
-//     NumDelivered is Notice.Attempt.
-//   - Refusals (who rejected which task) need a KV bucket keyed by task ID,
-//     with a TTL, so that an instance skips workers that refused, and clears
-//     the entry when every live worker did; live workers per queue would be
-//     a second KV bucket with heartbeats.
-//   - Take is a fetch with NoWait; Stats come from the stream (Msgs is the
-//     depth, the first message's time the oldest) and the consumer
-//     (NumAckPending, NumRedelivered), with the counters kept per instance.
+//   - One work-queue stream, <NATS_STREAM>_QUEUES (RetentionPolicy
+//     WorkQueue, file storage, NATS_REPLICAS), with one subject per queue:
+//     <NATS_STREAM>_QUEUES.<name>, the name encoded as event names are
+//     (cluster/subject.go). MaxMsgsPerSubject is MaxTasks with DiscardNew
+//     per subject, so that a full queue refuses the publish: Add returns
+//     ErrQueueFull, for the whole cluster, exactly. The task ID is the
+//     message ID (Nats-Msg-Id, deduplicated for 2 minutes); Forced and
+//     Complete travel as headers. Add answers once JetStream has stored the
+//     task.
+//   - One durable pull consumer per queue, shared by every instance, with
+//     AckWait = OfferTimeout (at least 2 s, at most a minute): the "ack
+//     wait". Each instance keeps pull requests out for as many tasks as its
+//     workers of the queue have free slots; JetStream serves waiting pull
+//     requests in turn, so the instance that has waited longest gets the
+//     next task, and the instance offers it to its own longest-free worker.
+//     A task delivered to an instance whose workers cannot take it (they
+//     left, or became busy with another queue's task) waits there, parked,
+//     for one of them, and counts in Depth.
+//   - An instance holds a delivered task under a lease: it counts from the
+//     pull request that brought it (never later than the delivery) and
+//     ends an ack wait later; an in-progress ack (AckProgress), confirmed by
+//     JetStream before the lease ends, renews it halfway through, for offers, parked tasks and
+//     Complete tasks alike, so that OfferTimeout and TaskTimeout are this
+//     instance's timers, not JetStream's. A quarter of the ack wait before
+//     the lease ends the instance stops acting on the task (no ack, no nak:
+//     JetStream may deliver it elsewhere from then on); if the lease could
+//     not be renewed (NATS unreachable), the worker is told "expired", as
+//     after OfferTimeout.
+//   - Assign without Complete, Done, a forced delivery without Complete and
+//     a Take without Complete ack the message and wait for JetStream's
+//     confirmation, retried while the lease lasts; the answer is nil once
+//     it is confirmed (the message is gone from the stream). Assign of a
+//     Complete task changes nothing in JetStream: the lease goes on being
+//     renewed until Done or TaskTimeout. A forced task is told to its
+//     worker only once acked.
+//   - Reject, an expired offer or TaskTimeout, and Leave are a nak: JetStream
+//     delivers the task again at once, ahead of newer tasks; the nak is
+//     confirmed before this instance asks for more, and tasks parked here
+//     that are newer wait a quarter of a second for the refused one to come
+//     back, so that it is not overtaken here. An instance that dies (or is
+//     cut off) acks and naks nothing: JetStream delivers its tasks again
+//     when their lease runs out, within an ack wait. Close naks what the
+//     instance holds, so that a shutdown gives its tasks back at once.
+//   - Refusals are remembered by the instance where they happened: the task
+//     goes, on the instance it is delivered to, to its longest-free worker
+//     that has not refused it, waiting for a busy one that has not; when
+//     every live worker of that instance has refused it, it is handed back
+//     once for other instances' workers (if any other instance has workers
+//     of the queue), and goes around again there when it comes back.
+//   - Take takes a task parked here, or asks JetStream for the queue's next
+//     task without waiting: one that a worker's pull request waits for
+//     goes to that worker, as a task goes to a free worker in memory.
+//   - The instances tell each other, on core NATS subjects (nothing
+//     stored), which queues they have workers on and how many tasks they
+//     have out (every second, <NATS_STREAM>_QCTL.presence), and ask each
+//     other about answers (<NATS_STREAM>_QCTL.ask): an HTTP worker's
+//     assign, reject or done that the load balancer sent to an instance
+//     that does not hold the task is settled by the one that does.
 //
-// What remains for that: the KV buckets for refusals and live workers, the
-// AckProgress heartbeat for long Complete tasks, and a test that kills an
-// instance mid-task.
+// What holds in cluster mode:
+//
+//   - A task is held by at most one worker at any moment, across all
+//     instances: within an instance as in the Manager, and between
+//     instances because an instance stops acting on a task before JetStream
+//     may deliver it elsewhere (assuming its messages reach NATS within a
+//     quarter of the ack wait).
+//   - Nothing is lost when an instance dies, and delivery is at least once:
+//     its offers and its assigned tasks that still need Done are offered
+//     elsewhere within an ack wait. Without Complete a task is assigned once;
+//     the only exception is an ack sent but not confirmed before its lease
+//     ran out (a NATS failover at that moment), which is answered nil and
+//     may be delivered again, rather than lost.
+//   - Notice.Attempt is JetStream's delivery count. It starts at 1 and grows
+//     with every offer, so a worker spots a re-delivery, but it may skip a
+//     number when a delivery reached an instance that could not offer it
+//     (its workers had all left, or all refused it and it went on to other
+//     instances).
+//   - Fairness is longest-free first within an instance, and across
+//     instances as their pull requests interleave: roughly in turn.
+//   - An answer about a task that no instance holds right now (refused and
+//     on its way back) is ErrUnknownTask where the Manager would say
+//     ErrNotOfferedToYou, unless an instance remembers the caller's offer
+//     (then ErrOfferExpired, as in the Manager). An answer another instance
+//     must settle waits for it (a round trip), up to a second.
+//   - Repeated answers are recognised for Retain by the instance that
+//     finished the task, from any instance.
+//   - Stats: Depth (the queue's unfinished tasks less those out with
+//     workers on live instances) and OldestWaiting come from JetStream and
+//     are the same on every instance; Workers, Offering, Working and the
+//     counters are the instance's own. MaxQueues counts the queues with
+//     unfinished tasks in the stream, checked against a count at most a
+//     second old. Give every instance the same OFFER_TIMEOUT, TASK_TIMEOUT,
+//     QUEUE_MAX_TASKS and QUEUE_MAX_QUEUES: the stream and its consumers
+//     hold the first two's effects for all (an ack wait is only ever
+//     lowered, and every instance's leases assume the smallest).
 package queue

@@ -24,6 +24,7 @@ import (
 	"eventsrv/auth"
 	"eventsrv/broadcast"
 	"eventsrv/cluster"
+	"eventsrv/cluster/jsqueue"
 	"eventsrv/history"
 	"eventsrv/internal/cors"
 	"eventsrv/internal/jsonhttp"
@@ -80,9 +81,20 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	origins, _ := cors.Parse(cfg.CORSAllowedOrigins) // validated with the configuration
 	ports := &boundPorts{}
-	// Work queues live in this process (in memory: lost at a restart).
-	queues := queue.NewManager(queue.Options{MaxTasks: cfg.QueueMaxTasks, OfferTimeout: cfg.OfferTimeout,
-		TaskTimeout: cfg.TaskTimeout, Log: log})
+	// Work queues live in this process (in memory: lost at a restart), or
+	// in cluster mode in a JetStream work-queue stream that every instance
+	// shares (started once the bus has its connection, below).
+	var queues queue.Broker
+	var shared *jsqueue.Broker
+	if cfg.clustered() {
+		shared = jsqueue.New(jsqueue.Options{Stream: cfg.NATSStream, Replicas: cfg.NATSReplicas,
+			MaxTasks: cfg.QueueMaxTasks, MaxQueues: cfg.QueueMaxQueues, OfferTimeout: cfg.OfferTimeout,
+			TaskTimeout: cfg.TaskTimeout, PublishTimeout: cfg.NATSPublishTimeout, Log: log})
+		queues = shared
+	} else {
+		queues = queue.NewManager(queue.Options{MaxTasks: cfg.QueueMaxTasks, MaxQueues: cfg.QueueMaxQueues,
+			OfferTimeout: cfg.OfferTimeout, TaskTimeout: cfg.TaskTimeout, Log: log})
+	}
 	defer queues.Close()
 	m.WatchQueues(queues.Stats)
 	var hist broadcast.History
@@ -135,9 +147,19 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		}
 		defer bus.Close()
 		m.WatchCluster(bus)
-		publisher, probes.ready = bus, bus.Ready
+		if err := shared.Start(bus.Conn()); err != nil {
+			_ = hub.Close(ctx)
+			return fmt.Errorf("work queues on NATS: %w", err)
+		}
+		publisher = bus
+		probes.ready = func() error {
+			if err := bus.Ready(); err != nil {
+				return err
+			}
+			return shared.Ready()
+		}
 	}
-	listenOpts := listen.Options{MaxBodyBytes: cfg.MaxBodyBytes, MaxEventNameBytes: cfg.MaxEventNameBytes, Log: log, Metrics: m,
+	listenOpts := listen.Options{MaxBodyBytes: cfg.MaxBodyBytes, MaxBatchBytes: cfg.MaxBatchBytes, MaxEventNameBytes: cfg.MaxEventNameBytes, Log: log, Metrics: m,
 		TaskIdleTimeout: cfg.TaskIdleTimeout, Queues: queues}
 
 	adminHandler := admin.NewHandler(authn, hub, admin.Info{Version: version(), Started: time.Now(), Log: log, Queues: queues.Stats})
@@ -262,7 +284,7 @@ wait:
 		}
 	}
 	stopWatch()
-	shutdown(cfg, log, probes, servers, hub, bus)
+	shutdown(cfg, log, probes, servers, hub, bus, shared)
 	return serveErr
 }
 
@@ -311,8 +333,9 @@ func (localPeer) Authenticate(string, string, string) (auth.Permissions, error) 
 // balancers notice, stops accepting, lets in-flight POSTs finish (their
 // events still reach the subscribers: in cluster mode once the stream's
 // feed has brought them), then sends every subscriber close 1001; all but
-// the delay within SHUTDOWN_TIMEOUT.
-func shutdown(cfg config, log *slog.Logger, probes *probes, servers []*endpoint, hub *broadcast.Hub, bus *cluster.Bus) {
+// the delay within SHUTDOWN_TIMEOUT. In cluster mode the work queues give
+// their tasks back before the NATS connection closes.
+func shutdown(cfg config, log *slog.Logger, probes *probes, servers []*endpoint, hub *broadcast.Hub, bus *cluster.Bus, shared *jsqueue.Broker) {
 	probes.draining.Store(true)
 	log.Info("shutting down", "delay", cfg.ShutdownDelay.String(), "timeout", cfg.ShutdownTimeout.String(),
 		"subscribers", hub.Subscribers())
@@ -339,6 +362,9 @@ func shutdown(cfg config, log *slog.Logger, probes *probes, servers []*endpoint,
 		// then stop the feed, so that the hub closes on a fixed set.
 		// Later events reach the subscribers where they resume.
 		errs = append(errs, bus.Drain(ctx))
+		// The tasks this instance's workers hold go back to JetStream for
+		// the other instances' workers, before the connection closes.
+		shared.Close()
 		bus.Close()
 	}
 	errs = append(errs, hub.Close(ctx))
