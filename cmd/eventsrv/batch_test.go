@@ -272,3 +272,40 @@ func TestBatchIdempotencyOneInstance(t *testing.T) {
 	assert.Equal(t, single[1], d.ID, "the retried batch was not delivered again")
 	assert.Equal(t, `"single"`, string(d.Data))
 }
+
+// MAX_BATCH_BYTES bounds a POST /events body: a batch over it is 413,
+// with the setting's name, however small each event is.
+func TestBatchMaxBatchBytesSetting(t *testing.T) {
+	s := startServer(t, map[string]string{"MAX_BODY_BYTES": "1024", "MAX_BATCH_BYTES": "2048"})
+	var events []string
+	for range 40 {
+		events = append(events, `{"event":"a","data":"0123456789012345678901234567890123456789"}`)
+	}
+	over := "[" + strings.Join(events, ",") + "]" // about 2,700 bytes
+	under := "[" + strings.Join(events[:20], ",") + "]"
+	for _, tc := range []struct {
+		name, body string
+		status     int
+		code       string
+	}{
+		{"under the bound", under, 200, "OK"},
+		{"over the bound", over, 413, "PAYLOAD_TOO_LARGE"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequest(http.MethodPost, s.listenURL+"/events", strings.NewReader(tc.body))
+			require.NoError(t, err)
+			req.Header.Set("Authorization", "Basic "+testToken)
+			resp, err := s.http.Do(req)
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			raw, err := io.ReadAll(resp.Body)
+			require.NoError(t, err)
+			assert.Equal(t, tc.status, resp.StatusCode)
+			a := decodeBatch(t, string(raw))
+			assert.Equal(t, tc.code, a.Code)
+			if tc.status == 413 {
+				assert.Contains(t, a.Message, "over 2048 bytes (MAX_BATCH_BYTES)")
+			}
+		})
+	}
+}
