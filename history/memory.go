@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"eventsrv/internal/deque"
 )
 
 // Event is one accepted event as the history keeps it. The history keeps
@@ -81,7 +83,7 @@ type Memory struct {
 
 	mu    sync.Mutex
 	names map[string]*record
-	all   deque[ref] // every kept event and tombstone, in Seq order
+	all   deque.Deque[ref] // every kept event and tombstone, in Seq order
 	// tombstones counts the refs in all whose event Size has dropped.
 	tombstones int
 	events     int
@@ -98,7 +100,7 @@ type Memory struct {
 // record is what the store knows about one event name.
 type record struct {
 	name   string
-	events deque[entry]
+	events deque.Deque[entry]
 	// dropped is the highest Seq dropped from this name: by the limits,
 	// or at once for being bigger than MaxBytes.
 	dropped uint64
@@ -106,7 +108,7 @@ type record struct {
 
 // event returns the i-th kept event of rec, oldest first.
 func (rec *record) event(i int) Event {
-	en := rec.events.at(i)
+	en := rec.events.At(i)
 	return Event{Seq: en.seq, Name: rec.name, Data: en.data, Frame: en.frame}
 }
 
@@ -178,15 +180,15 @@ func (m *Memory) Append(e Event) {
 		rec = &record{name: e.Name}
 		m.names[e.Name] = rec
 	}
-	if rec.events.len() >= m.limits.Size {
+	if rec.events.Len() >= m.limits.Size {
 		// Drop before pushing, so that a full queue does not grow its
 		// buffer for one element. The dropped event's ref stays in the
 		// store-wide queue as a tombstone until reclaimTombstones.
-		m.drop(rec, rec.events.popFront())
+		m.drop(rec, rec.events.PopFront())
 		m.tombstones++
 	}
-	rec.events.pushBack(entry{seq: e.Seq, data: e.Data, frame: e.Frame, at: now})
-	m.all.pushBack(ref{rec: rec, seq: e.Seq})
+	rec.events.PushBack(entry{seq: e.Seq, data: e.Data, frame: e.Frame, at: now})
+	m.all.PushBack(ref{rec: rec, seq: e.Seq})
 	m.events++
 	m.bytes += size
 	for m.limits.MaxBytes > 0 && m.bytes > m.limits.MaxBytes {
@@ -242,8 +244,8 @@ func (m *Memory) collect(names []string, after uint64, max int) (events []Event,
 		if rec.dropped > after {
 			complete = false
 		}
-		n := rec.events.len()
-		start := sort.Search(n, func(i int) bool { return rec.events.at(i).seq > after })
+		n := rec.events.Len()
+		start := sort.Search(n, func(i int) bool { return rec.events.At(i).seq > after })
 		if max > 0 && n-start > max {
 			start, complete = n-max, false
 		}
@@ -317,7 +319,7 @@ func (m *Memory) expire(now time.Time) {
 	cutoff := now.Add(-m.limits.TTL)
 	for {
 		m.popTombstones()
-		if m.all.len() == 0 || !m.all.front().rec.events.front().at.Before(cutoff) {
+		if m.all.Len() == 0 || !m.all.Front().rec.events.Front().at.Before(cutoff) {
 			return
 		}
 		m.dropOldest()
@@ -334,11 +336,11 @@ func (m *Memory) expireNow() {
 // dropOldest drops the oldest kept event overall; there must be one.
 func (m *Memory) dropOldest() {
 	m.popTombstones()
-	r := m.all.popFront()
+	r := m.all.PopFront()
 	// Not a tombstone, so r is its record's front: nothing older of that
 	// name is kept.
-	m.drop(r.rec, r.rec.events.popFront())
-	if r.rec.events.len() == 0 {
+	m.drop(r.rec, r.rec.events.PopFront())
+	if r.rec.events.Len() == 0 {
 		delete(m.names, r.rec.name)
 		m.floor = max(m.floor, r.rec.dropped)
 	}
@@ -355,12 +357,12 @@ func (m *Memory) drop(rec *record, en entry) {
 // whose queue is empty has been deleted, and by then every ref to it has
 // left the store-wide queue (they are older than its last event), so r's
 // record always has a front here.
-func isTombstone(r ref) bool { return r.seq < r.rec.events.front().seq }
+func isTombstone(r ref) bool { return r.seq < r.rec.events.Front().seq }
 
 // popTombstones removes the tombstones at the front of the store-wide queue.
 func (m *Memory) popTombstones() {
-	for m.all.len() > 0 && isTombstone(m.all.front()) {
-		m.all.popFront()
+	for m.all.Len() > 0 && isTombstone(m.all.Front()) {
+		m.all.PopFront()
 		m.tombstones--
 	}
 }
@@ -372,7 +374,7 @@ func (m *Memory) popTombstones() {
 func (m *Memory) reclaimTombstones() {
 	m.popTombstones()
 	if m.tombstones >= minCompaction && m.tombstones > m.events {
-		m.all.filter(func(r ref) bool { return !isTombstone(r) })
+		m.all.Filter(func(r ref) bool { return !isTombstone(r) })
 		m.tombstones = 0
 	}
 }
@@ -395,6 +397,6 @@ func (m *Memory) Reset() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.names = make(map[string]*record)
-	m.all = deque[ref]{}
+	m.all = deque.Deque[ref]{}
 	m.tombstones, m.events, m.bytes, m.last, m.floor = 0, 0, 0, 0, 0
 }

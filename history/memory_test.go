@@ -112,7 +112,7 @@ func TestMemoryTTLExpiresWithoutAppend(t *testing.T) {
 	require.Zero(t, events)
 	require.Zero(t, bytes)
 	require.Empty(t, m.names, "expired names leave no record behind")
-	require.Zero(t, m.all.len())
+	require.Zero(t, m.all.Len())
 }
 
 func TestMemoryTTLExpiresOnStats(t *testing.T) {
@@ -305,9 +305,9 @@ func TestMemoryTombstonesStayBounded(t *testing.T) {
 		m := NewMemory(Limits{Size: 10})
 		for seq := uint64(1); seq <= 100_000; seq++ {
 			m.Append(event(seq, "a", 1))
-			require.LessOrEqual(t, m.all.len(), 10)
+			require.LessOrEqual(t, m.all.Len(), 10)
 		}
-		require.LessOrEqual(t, len(m.all.buf), 16)
+		require.LessOrEqual(t, m.all.Cap(), 16)
 		requireSince(t, m, []string{"a"}, 99_990, []uint64{99_991, 99_992, 99_993, 99_994, 99_995, 99_996, 99_997, 99_998, 99_999, 100_000}, true)
 	})
 	t.Run("a rare name pins the front", func(t *testing.T) {
@@ -315,9 +315,9 @@ func TestMemoryTombstonesStayBounded(t *testing.T) {
 		m.Append(event(1, "rare", 1))
 		for seq := uint64(2); seq <= 100_000; seq++ {
 			m.Append(event(seq, "busy", 1))
-			require.LessOrEqual(t, m.all.len(), 2*11+minCompaction)
+			require.LessOrEqual(t, m.all.Len(), 2*11+minCompaction)
 		}
-		require.LessOrEqual(t, len(m.all.buf), 256)
+		require.LessOrEqual(t, m.all.Cap(), 256)
 		requireSince(t, m, []string{"rare"}, 0, []uint64{1}, true)
 		events, complete := m.Since([]string{"busy", "rare"}, 99_990, 0)
 		require.True(t, complete)
@@ -500,20 +500,20 @@ func requireCounts(t *testing.T, m *Memory) {
 	t.Helper()
 	events, bytes, tombstones := 0, 0, 0
 	for _, rec := range m.names {
-		for i := range rec.events.len() {
+		for i := range rec.events.Len() {
 			events++
 			bytes += eventSize(rec.event(i))
 		}
 	}
-	for i := range m.all.len() {
-		if isTombstone(m.all.at(i)) {
+	for i := range m.all.Len() {
+		if isTombstone(m.all.At(i)) {
 			tombstones++
 		}
 	}
 	require.Equal(t, events, m.events, "events")
 	require.Equal(t, bytes, m.bytes, "bytes")
 	require.Equal(t, tombstones, m.tombstones, "tombstones")
-	require.Equal(t, m.events+m.tombstones, m.all.len(), "every ref is a live event or a tombstone")
+	require.Equal(t, m.events+m.tombstones, m.all.Len(), "every ref is a live event or a tombstone")
 }
 
 // TestMemoryCompaction pins when the store-wide queue is compacted: once
@@ -544,10 +544,10 @@ func TestMemoryCompaction(t *testing.T) {
 					m.Append(event(seq, "busy", 10))
 					if k < trigger {
 						require.Equal(t, k, m.tombstones, "round %d: %d appends to busy, no compaction yet", round, k)
-						require.Equal(t, live+k, m.all.len())
+						require.Equal(t, live+k, m.all.Len())
 					} else {
 						require.Zero(t, m.tombstones, "round %d: compacted at %d tombstones", round, k)
-						require.Equal(t, live, m.all.len())
+						require.Equal(t, live, m.all.Len())
 					}
 					require.Equal(t, live, m.events)
 					requireCounts(t, m)
@@ -572,7 +572,7 @@ func TestMemoryTombstonesAtTheFront(t *testing.T) {
 		requireCounts(t, m)
 	}
 	require.Equal(t, 18, m.tombstones)
-	require.Equal(t, 20, m.all.len())
+	require.Equal(t, 20, m.all.Len())
 	// Two more names: the fourth kept event overflows MaxBytes and drops
 	// "a", and the tombstones of "b" then lead the queue and leave it.
 	m.Append(event(21, "c", 10))

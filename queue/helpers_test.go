@@ -105,9 +105,9 @@ func invariants(m *Manager) error {
 				timed++
 			}
 		}
-		if nWaiting != len(q.retry)+q.fresh.len() || nUnfinished != q.tasks || nOffers != q.offers || nWorking != q.working {
+		if nWaiting != len(q.retry)+q.fresh.Len() || nUnfinished != q.tasks || nOffers != q.offers || nWorking != q.working {
 			return fmt.Errorf("queue %s: waiting %d/%d+%d, unfinished %d/%d, offers %d/%d, working %d/%d",
-				q.name, nWaiting, len(q.retry), q.fresh.len(), nUnfinished, q.tasks, nOffers, q.offers, nWorking, q.working)
+				q.name, nWaiting, len(q.retry), q.fresh.Len(), nUnfinished, q.tasks, nOffers, q.offers, nWorking, q.working)
 		}
 		for i := 1; i < len(q.retry); i++ {
 			if q.retry[i-1].seq >= q.retry[i].seq {
@@ -138,7 +138,7 @@ func invariants(m *Manager) error {
 			}
 		}
 		// A free worker and a task it may take must not both wait.
-		if free > 0 && q.fresh.len() > 0 {
+		if free > 0 && q.fresh.Len() > 0 {
 			return fmt.Errorf("queue %s: fresh tasks wait while %d workers are free", q.name, free)
 		}
 	}
@@ -146,7 +146,7 @@ func invariants(m *Manager) error {
 	for _, q := range m.queues {
 		_, fading := m.fading[q]
 		switch {
-		case (q.tasks > 0 || q.tombs.len() > 0) && !q.holding:
+		case (q.tasks > 0 || q.tombs.Len() > 0) && !q.holding:
 			return fmt.Errorf("queue %s holds tasks and does not count", q.name)
 		case fading != (q.holding && q.tasks == 0):
 			return fmt.Errorf("queue %s: fading %v, holding %v, %d tasks", q.name, fading, q.holding, q.tasks)

@@ -12,6 +12,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"eventsrv/internal/deque"
 )
 
 // Defaults for the zero values of Options.
@@ -209,13 +211,13 @@ type task struct {
 type queue struct {
 	name    string
 	retry   []*task
-	fresh   ring[*task]
+	fresh   deque.Deque[*task]
 	workers map[*Worker]struct{} // live workers that joined
 	free    list.List            // of *Worker with a free slot, longest free at the front
 	tasks   int                  // unfinished
 	offers  int                  // offered now
 	working int                  // assigned, awaiting Done
-	tombs   ring[*task]          // finished tasks still remembered, oldest first
+	tombs   deque.Deque[*task]   // finished tasks still remembered, oldest first
 	lastFin time.Time            // when the newest of tombs finished
 	holding bool                 // it has unfinished or remembered tasks: it counts against MaxQueues
 	dirty   bool
@@ -325,7 +327,7 @@ func (m *Manager) Add(name string, data json.RawMessage, o AddOptions) (string, 
 		m.holding++
 	}
 	delete(m.fading, q)
-	q.fresh.pushBack(t)
+	q.fresh.PushBack(t)
 	m.markDirty(q)
 	return id, nil
 }
@@ -605,8 +607,8 @@ func (m *Manager) Take(subject, name string) (Notice, bool) {
 	case len(q.retry) > 0:
 		t = q.retry[0]
 		q.retry = slices.Delete(q.retry, 0, 1)
-	case q.fresh.len() > 0:
-		t = q.fresh.popFront()
+	case q.fresh.Len() > 0:
+		t = q.fresh.PopFront()
 	default:
 		return Notice{}, false
 	}
@@ -716,7 +718,7 @@ func (m *Manager) finish(t *task, now time.Time) {
 	t.finished = now
 	q := t.q
 	q.tasks--
-	q.tombs.pushBack(t)
+	q.tombs.PushBack(t)
 	q.lastFin = now
 	m.evict(q, now)
 	if q.tasks == 0 {
@@ -732,7 +734,7 @@ func (m *Manager) finish(t *task, now time.Time) {
 func (m *Manager) fade(now time.Time) (next time.Time) {
 	for q := range m.fading {
 		m.evict(q, now)
-		if q.tombs.len() > 0 {
+		if q.tombs.Len() > 0 {
 			if at := q.lastFin.Add(m.opts.Retain); next.IsZero() || at.Before(next) {
 				next = at
 			}
@@ -751,12 +753,12 @@ func (m *Manager) fade(now time.Time) (next time.Time) {
 // evict forgets q's finished tasks older than Retain, and the oldest past
 // MaxTasks.
 func (m *Manager) evict(q *queue, now time.Time) {
-	for q.tombs.len() > 0 {
-		t := q.tombs.front()
-		if q.tombs.len() <= m.opts.MaxTasks && now.Sub(t.finished) <= m.opts.Retain {
+	for q.tombs.Len() > 0 {
+		t := q.tombs.Front()
+		if q.tombs.Len() <= m.opts.MaxTasks && now.Sub(t.finished) <= m.opts.Retain {
 			return
 		}
-		q.tombs.popFront()
+		q.tombs.PopFront()
 		delete(m.tasks, t.id)
 	}
 }
@@ -794,8 +796,8 @@ func (q *queue) headSeq() uint64 {
 	switch {
 	case len(q.retry) > 0:
 		return q.retry[0].seq
-	case q.fresh.len() > 0:
-		return q.fresh.front().seq
+	case q.fresh.Len() > 0:
+		return q.fresh.Front().seq
 	}
 	return ^uint64(0)
 }
@@ -821,10 +823,10 @@ func (m *Manager) offerOne(q *queue, now time.Time) bool {
 			return true
 		}
 	}
-	if q.fresh.len() == 0 {
+	if q.fresh.Len() == 0 {
 		return false
 	}
-	m.deliver(q.fresh.popFront(), q.free.Front().Value.(*Worker), now)
+	m.deliver(q.fresh.PopFront(), q.free.Front().Value.(*Worker), now)
 	return true
 }
 

@@ -38,7 +38,7 @@ func (m *Manager) Stats() []QueueStats {
 	for _, q := range m.queues {
 		s := QueueStats{
 			Name:     q.name,
-			Depth:    len(q.retry) + q.fresh.len(),
+			Depth:    len(q.retry) + q.fresh.Len(),
 			Offering: q.offers,
 			Working:  q.working,
 			Workers:  len(q.workers),
@@ -59,8 +59,8 @@ func (m *Manager) Stats() []QueueStats {
 		switch {
 		case len(q.retry) > 0:
 			oldest = q.retry[0]
-		case q.fresh.len() > 0:
-			oldest = q.fresh.front()
+		case q.fresh.Len() > 0:
+			oldest = q.fresh.Front()
 		}
 		if oldest != nil {
 			s.OldestWaiting = max(0, now.Sub(oldest.added))

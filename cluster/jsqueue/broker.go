@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"eventsrv/cluster"
+	"eventsrv/internal/deque"
 	"eventsrv/internal/logthrottle"
 	"eventsrv/queue"
 )
@@ -373,7 +374,7 @@ type jq struct {
 	// so that a refused task stays ahead of newer ones.
 	awaiting map[uint64]time.Time // stream sequence: until when
 	dirty    bool
-	memory   ring[memo] // finished and given-back tasks, oldest first
+	memory   deque.Deque[memo] // finished and given-back tasks, oldest first
 	c        counters
 }
 

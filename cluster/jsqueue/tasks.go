@@ -126,7 +126,7 @@ func (b *Broker) Leave(qw *queue.Worker) {
 // finished here for Retain. Its counters go with it, as a
 // forgotten queue's do in memory.
 func (b *Broker) forget(q *jq) {
-	if len(q.workers) == 0 && q.held == 0 && q.pulls == 0 && q.memory.len() == 0 && !b.closed &&
+	if len(q.workers) == 0 && q.held == 0 && q.pulls == 0 && q.memory.Len() == 0 && !b.closed &&
 		time.Since(q.active) > b.opts.Retain {
 		delete(b.queues, q.name)
 		delete(b.pullq, q)
@@ -747,7 +747,7 @@ func (b *Broker) drop(t *jtask, st state) {
 	}
 	b.unschedule(t)
 	t.memo++
-	q.memory.pushBack(memo{t, t.memo})
+	q.memory.PushBack(memo{t, t.memo})
 	b.evict(q, t.ended)
 	b.markDirty(q)
 }
@@ -858,12 +858,12 @@ func (b *Broker) lookup(id string, now time.Time) *jtask {
 // evict forgets q's remembered tasks older than Retain, and the oldest
 // past MaxTasks.
 func (b *Broker) evict(q *jq, now time.Time) {
-	for q.memory.len() > 0 {
-		m := q.memory.front()
-		if m.t.memo == m.n && q.memory.len() <= b.opts.MaxTasks && now.Sub(m.t.ended) <= b.opts.Retain {
+	for q.memory.Len() > 0 {
+		m := q.memory.Front()
+		if m.t.memo == m.n && q.memory.Len() <= b.opts.MaxTasks && now.Sub(m.t.ended) <= b.opts.Retain {
 			return
 		}
-		q.memory.popFront()
+		q.memory.PopFront()
 		if m.t.memo == m.n && !m.t.held() {
 			delete(b.tasks, m.t.id)
 		}

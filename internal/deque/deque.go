@@ -1,10 +1,12 @@
-package history
+// Package deque is a FIFO ring buffer for queues that only grow at the
+// back and shrink at the front: the history's per-name queues and the work
+// queues' waiting and finished tasks.
+package deque
 
-// deque is a FIFO ring buffer: the store's queues only ever grow at the back
-// and shrink at the front, and a ring does both in O(1) without the
-// reallocation churn of re-slicing a plain slice from the front. The zero
-// value is an empty deque.
-type deque[T any] struct {
+// Deque is a FIFO ring buffer: it grows at the back and shrinks at the
+// front, both in O(1), without the reallocation churn of re-slicing a plain
+// slice from the front. The zero value is an empty deque.
+type Deque[T any] struct {
 	buf  []T // len(buf) is 0 or a power of two, so that indexes wrap with a mask
 	head int // index in buf of the front element
 	n    int
@@ -15,15 +17,19 @@ type deque[T any] struct {
 // around a few elements does not reallocate on every push and pop.
 const minDequeCap = 8
 
-func (q *deque[T]) len() int { return q.n }
+func (q *Deque[T]) Len() int { return q.n }
 
-// at returns the i-th element from the front; 0 <= i < len().
-func (q *deque[T]) at(i int) T { return q.buf[(q.head+i)&(len(q.buf)-1)] }
+// Cap is how many elements the buffer holds without growing: a bound on
+// the memory a queue keeps, for tests.
+func (q *Deque[T]) Cap() int { return len(q.buf) }
 
-// front returns the oldest element; the deque must not be empty.
-func (q *deque[T]) front() T { return q.buf[q.head] }
+// At returns the i-th element from the front; 0 <= i < Len().
+func (q *Deque[T]) At(i int) T { return q.buf[(q.head+i)&(len(q.buf)-1)] }
 
-func (q *deque[T]) pushBack(v T) {
+// Front returns the oldest element; the deque must not be empty.
+func (q *Deque[T]) Front() T { return q.buf[q.head] }
+
+func (q *Deque[T]) PushBack(v T) {
 	if q.n == len(q.buf) {
 		q.resize(max(minDequeCap, 2*len(q.buf)))
 	}
@@ -31,11 +37,11 @@ func (q *deque[T]) pushBack(v T) {
 	q.n++
 }
 
-// popFront removes and returns the oldest element; the deque must not be
+// PopFront removes and returns the oldest element; the deque must not be
 // empty. The freed slot is zeroed so that the ring does not keep a dropped
-// event's bytes alive, and the buffer shrinks once it is mostly empty, so
+// element alive, and the buffer shrinks once it is mostly empty, so
 // that a burst does not pin its peak memory forever.
-func (q *deque[T]) popFront() T {
+func (q *Deque[T]) PopFront() T {
 	var zero T
 	v := q.buf[q.head]
 	q.buf[q.head] = zero
@@ -47,8 +53,8 @@ func (q *deque[T]) popFront() T {
 	return v
 }
 
-// filter keeps, in order, only the elements for which keep returns true.
-func (q *deque[T]) filter(keep func(T) bool) {
+// Filter keeps, in order, only the elements for which keep returns true.
+func (q *Deque[T]) Filter(keep func(T) bool) {
 	var zero T
 	mask := len(q.buf) - 1
 	kept := 0
@@ -69,8 +75,8 @@ func (q *deque[T]) filter(keep func(T) bool) {
 }
 
 // resize moves the elements to a new buffer of size capacity, a power of two
-// no smaller than len().
-func (q *deque[T]) resize(capacity int) {
+// no smaller than Len().
+func (q *Deque[T]) resize(capacity int) {
 	buf := make([]T, capacity)
 	if q.n > 0 {
 		end := q.head + q.n

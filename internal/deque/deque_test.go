@@ -1,4 +1,4 @@
-package history
+package deque
 
 import (
 	"testing"
@@ -7,76 +7,76 @@ import (
 )
 
 // contents returns q's elements, front first.
-func contents[T any](q *deque[T]) []T {
-	out := make([]T, 0, q.len())
-	for i := range q.len() {
-		out = append(out, q.at(i))
+func contents[T any](q *Deque[T]) []T {
+	out := make([]T, 0, q.Len())
+	for i := range q.Len() {
+		out = append(out, q.At(i))
 	}
 	return out
 }
 
 func TestDequeWrapsAndGrows(t *testing.T) {
-	var q deque[int]
+	var q Deque[int]
 	var want []int
 	next := 0
 	// Interleave pushes and pops so that the ring wraps before it grows.
 	for round := range 50 {
 		for range round%7 + 2 {
-			q.pushBack(next)
+			q.PushBack(next)
 			want = append(want, next)
 			next++
 		}
 		for range round % 5 {
-			require.Equal(t, want[0], q.front())
-			require.Equal(t, want[0], q.popFront())
+			require.Equal(t, want[0], q.Front())
+			require.Equal(t, want[0], q.PopFront())
 			want = want[1:]
 		}
-		require.Equal(t, len(want), q.len())
+		require.Equal(t, len(want), q.Len())
 		require.Equal(t, want, contents(&q))
 	}
 }
 
 func TestDequeShrinksWhenMostlyEmpty(t *testing.T) {
-	var q deque[int]
+	var q Deque[int]
 	for i := range 1000 {
-		q.pushBack(i)
+		q.PushBack(i)
 	}
 	require.Equal(t, 1024, len(q.buf))
 	for range 990 {
-		q.popFront()
+		q.PopFront()
 	}
 	require.LessOrEqual(t, len(q.buf), 64, "a drained buffer gives its memory back")
 	require.Equal(t, []int{990, 991, 992, 993, 994, 995, 996, 997, 998, 999}, contents(&q))
-	for q.len() > 0 {
-		q.popFront()
+	for q.Len() > 0 {
+		q.PopFront()
 	}
 	require.Equal(t, minDequeCap, len(q.buf))
 }
 
 func TestDequeFilter(t *testing.T) {
-	var q deque[int]
+	var q Deque[int]
 	for i := range 12 {
-		q.pushBack(i)
+		q.PushBack(i)
 	}
 	for range 6 {
-		q.popFront() // move the head so that the filter crosses the wrap
+		q.PopFront() // move the head so that the filter crosses the wrap
 	}
 	for i := 12; i < 200; i++ {
-		q.pushBack(i)
+		q.PushBack(i)
 	}
-	q.filter(func(v int) bool { return v%10 == 0 })
+	q.Filter(func(v int) bool { return v%10 == 0 })
 	want := []int{10}
 	for v := 20; v < 200; v += 10 {
 		want = append(want, v)
 	}
 	require.Equal(t, want, contents(&q))
 	require.LessOrEqual(t, len(q.buf), 64, "filtering most elements away shrinks the buffer")
-	q.pushBack(200)
-	require.Equal(t, 200, q.at(q.len()-1))
+	q.PushBack(200)
+	require.Equal(t, 200, q.At(q.Len()-1))
 
-	q.filter(func(int) bool { return false })
-	require.Zero(t, q.len())
-	q.pushBack(1)
+	q.Filter(func(int) bool { return false })
+	require.Zero(t, q.Len())
+	q.PushBack(1)
 	require.Equal(t, []int{1}, contents(&q))
 }
 
@@ -85,22 +85,22 @@ func TestDequeFilter(t *testing.T) {
 // has wrapped to the start, with no push since growing it, so head is not
 // reset by a resize.
 func TestDequeFilterAcrossTheWrap(t *testing.T) {
-	var q deque[int]
+	var q Deque[int]
 	for i := 1; i <= 16; i++ {
-		q.pushBack(i)
+		q.PushBack(i)
 	}
 	require.Len(t, q.buf, 16)
 	for range 10 {
-		q.popFront()
+		q.PopFront()
 	}
 	require.Len(t, q.buf, 16, "six left of sixteen is not mostly empty")
 	for i := 17; i <= 26; i++ {
-		q.pushBack(i) // 11..16 at buf[10:16], then 17..26 wrap to buf[0:10]
+		q.PushBack(i) // 11..16 at buf[10:16], then 17..26 wrap to buf[0:10]
 	}
 	require.Len(t, q.buf, 16, "the ring is full, not grown")
 	require.Equal(t, 10, q.head)
 
-	q.filter(func(v int) bool { return v%3 != 0 })
+	q.Filter(func(v int) bool { return v%3 != 0 })
 	want := []int{11, 13, 14, 16, 17, 19, 20, 22, 23, 25, 26}
 	require.Equal(t, want, contents(&q))
 	require.Equal(t, 10, q.head, "eleven of sixteen kept: no resize")
@@ -110,7 +110,7 @@ func TestDequeFilterAcrossTheWrap(t *testing.T) {
 		require.Zero(t, q.buf[(q.head+i)&(len(q.buf)-1)], "slot %d after the kept elements", i)
 	}
 	for _, v := range want {
-		require.Equal(t, v, q.popFront())
+		require.Equal(t, v, q.PopFront())
 	}
 }
 
@@ -119,10 +119,10 @@ func TestDequeFilterAcrossTheWrap(t *testing.T) {
 // keeps, rounded up to a power of two; neither goes below minDequeCap nor
 // reallocates a buffer that is already that small.
 func TestDequeShrinkBoundaries(t *testing.T) {
-	filled := func(n int) *deque[int] {
-		var q deque[int]
+	filled := func(n int) *Deque[int] {
+		var q Deque[int]
 		for i := 1; i <= n; i++ {
-			q.pushBack(i)
+			q.PushBack(i)
 		}
 		return &q
 	}
@@ -130,35 +130,35 @@ func TestDequeShrinkBoundaries(t *testing.T) {
 		q := filled(32)
 		require.Len(t, q.buf, 32)
 		for range 23 {
-			q.popFront()
+			q.PopFront()
 		}
 		require.Len(t, q.buf, 32, "9 of 32 is more than a quarter")
-		q.popFront()
+		q.PopFront()
 		require.Len(t, q.buf, 16, "8 of 32 is a quarter")
 		require.Equal(t, []int{25, 26, 27, 28, 29, 30, 31, 32}, contents(q))
 	})
 	t.Run("filter to a quarter", func(t *testing.T) {
 		q := filled(32)
-		q.filter(func(v int) bool { return v <= 8 })
+		q.Filter(func(v int) bool { return v <= 8 })
 		require.Len(t, q.buf, 16, "8 kept of 32: twice that")
 		require.Equal(t, []int{1, 2, 3, 4, 5, 6, 7, 8}, contents(q))
 	})
 	t.Run("filter to more than a quarter", func(t *testing.T) {
 		q := filled(32)
-		q.filter(func(v int) bool { return v <= 9 })
+		q.Filter(func(v int) bool { return v <= 9 })
 		require.Len(t, q.buf, 32)
 	})
 	t.Run("filter to a power of two", func(t *testing.T) {
 		q := filled(64)
-		q.filter(func(v int) bool { return v <= 8 })
+		q.Filter(func(v int) bool { return v <= 8 })
 		require.Len(t, q.buf, 16, "8 kept: 16, not 32")
 	})
 	t.Run("filter a minimal buffer", func(t *testing.T) {
 		q := filled(4)
-		q.popFront()
-		q.popFront()
+		q.PopFront()
+		q.PopFront()
 		require.Len(t, q.buf, minDequeCap)
-		allocs := testing.AllocsPerRun(10, func() { q.filter(func(int) bool { return true }) })
+		allocs := testing.AllocsPerRun(10, func() { q.Filter(func(int) bool { return true }) })
 		require.Zero(t, allocs, "2 of minDequeCap is a quarter, but the buffer cannot shrink")
 		require.Equal(t, 2, q.head)
 		require.Equal(t, []int{3, 4}, contents(q))
