@@ -907,7 +907,11 @@ func TestRunBatchAnswerWithoutEveryID(t *testing.T) {
 	rep := decodeReport(t, stdout.Bytes())
 	assert.Equal(t, map[string]int{`HTTP 200 code "OK with 2 ids for 3 events"`: 6}, rep.Load.PublishFailures,
 		"an answer that does not acknowledge every event fails every event of its batch")
-	assert.Equal(t, int64(12), rep.Load.Unexpected, "the fake published them anyway: delivered but not acknowledged")
+	// The fake published them anyway, but with nothing acknowledged the tool
+	// expects no delivery and may stop reading before they arrive (CI saw 1
+	// of 12): each one that did arrive counts as unexpected, none as lost.
+	assert.LessOrEqual(t, rep.Load.Unexpected, int64(12), "delivered but not acknowledged")
+	assert.Zero(t, rep.Load.Lost)
 }
 
 func TestPublishURLFor(t *testing.T) {
