@@ -61,16 +61,7 @@ func TestQueueClusterThousandTasksMixed(t *testing.T) {
 	clNoLeaks(t)
 	s := startServer(t, embedEnv(t, map[string]string{"OFFER_TIMEOUT": "200ms", "JWT_SECRET": jwtSecret}))
 	s.waitReady()
-	var workers []*qWorker
-	for i := range 2 {
-		tok := queueJWT(t, fmt.Sprint("sse-worker-", i), time.Hour, map[string]any{"work": []string{"load"}})
-		workers = append(workers, s.sseWorker(fmt.Sprint("sse-", i), "Bearer "+tok, "load", ""))
-	}
-	for i := range 3 {
-		workers = append(workers, s.wsWorker(fmt.Sprint("ws-", i), "Basic "+testToken, 1, "load"))
-	}
-	s.waitWorkers("load", 5)
-	runQueueLoad(t, s, "load", workers, 1, 60, 1000)
+	runQueueLoad(t, s, "load", mixedLoadWorkers(t, s), 1, 60, 1000)
 }
 
 // TestQueueReofferTiming's scenario on the JetStream queues: expiry at

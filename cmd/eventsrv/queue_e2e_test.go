@@ -337,6 +337,12 @@ func TestQueueThousandTasksWebSocket(t *testing.T) {
 func TestQueueThousandTasksMixed(t *testing.T) {
 	clNoLeaks(t)
 	s := startServer(t, map[string]string{"OFFER_TIMEOUT": "200ms", "JWT_SECRET": jwtSecret})
+	runQueueLoad(t, s, "load", mixedLoadWorkers(t, s), 1, 60, 1000)
+}
+
+// mixedLoadWorkers joins 2 SSE workers, each its own subject (a JWT), and 3
+// WebSocket workers to the queue "load", the SSE ones first.
+func mixedLoadWorkers(t *testing.T, s *server) []*qWorker {
 	var workers []*qWorker
 	for i := range 2 {
 		tok := queueJWT(t, fmt.Sprint("sse-worker-", i), time.Hour, map[string]any{"work": []string{"load"}})
@@ -346,7 +352,7 @@ func TestQueueThousandTasksMixed(t *testing.T) {
 		workers = append(workers, s.wsWorker(fmt.Sprint("ws-", i), "Basic "+testToken, 1, "load"))
 	}
 	s.waitWorkers("load", 5)
-	runQueueLoad(t, s, "load", workers, 1, 60, 1000)
+	return workers
 }
 
 // Fairness: tasks posted one at a time while every worker is free go to
