@@ -2,7 +2,6 @@ package broadcast
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"unicode/utf8"
@@ -57,25 +56,10 @@ type workMessage struct {
 	ID          *string  `json:"id"`
 }
 
-// taskCodes maps the manager's errors to reply codes.
-var taskCodes = []struct {
-	err  error
-	code InitCode
-}{
-	{queue.ErrUnknownTask, "UNKNOWN_TASK"},
-	{queue.ErrNotOfferedToYou, "NOT_OFFERED_TO_YOU"},
-	{queue.ErrOfferExpired, "OFFER_EXPIRED"},
-	{queue.ErrNotAssigned, "NOT_ASSIGNED"},
-	{queue.ErrForced, "ASSIGNED_BY_FORCE"},
-	{queue.ErrClosed, "UNAVAILABLE"},
-}
-
 // taskRefusal is the refusal of a task action that the manager refused.
 func taskRefusal(err error) *refusal {
-	for _, tc := range taskCodes {
-		if errors.Is(err, tc.err) {
-			return &refusal{tc.code, err.Error()}
-		}
+	if code, ok := queue.CodeOf(err); ok {
+		return &refusal{InitCode(code), err.Error()}
 	}
 	return &refusal{"UNKNOWN_TASK", err.Error()}
 }

@@ -29,3 +29,38 @@ var (
 	// ErrClosed: the manager was closed (the server is shutting down).
 	ErrClosed = errors.New("queues closed")
 )
+
+// codes names the errors of a task's actions on the wire: in the answers of
+// both transports and between cluster instances, so that they agree.
+var codes = []struct {
+	err  error
+	code string
+}{
+	{ErrUnknownTask, "UNKNOWN_TASK"},
+	{ErrNotOfferedToYou, "NOT_OFFERED_TO_YOU"},
+	{ErrOfferExpired, "OFFER_EXPIRED"},
+	{ErrNotAssigned, "NOT_ASSIGNED"},
+	{ErrForced, "ASSIGNED_BY_FORCE"},
+	{ErrClosed, "UNAVAILABLE"},
+}
+
+// CodeOf returns the wire code of a task action's error (matched with
+// errors.Is), and false when it has none.
+func CodeOf(err error) (string, bool) {
+	for _, c := range codes {
+		if errors.Is(err, c.err) {
+			return c.code, true
+		}
+	}
+	return "", false
+}
+
+// ErrorOf returns the error a wire code names, and false when it names none.
+func ErrorOf(code string) (error, bool) {
+	for _, c := range codes {
+		if c.code == code {
+			return c.err, true
+		}
+	}
+	return nil, false
+}

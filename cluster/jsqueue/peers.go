@@ -176,19 +176,6 @@ type askReply struct {
 	Forced  bool   `json:"forced,omitempty"`
 }
 
-// errCodes name the answers' errors on the wire.
-var errCodes = []struct {
-	err  error
-	code string
-}{
-	{queue.ErrUnknownTask, "UNKNOWN_TASK"},
-	{queue.ErrNotOfferedToYou, "NOT_OFFERED_TO_YOU"},
-	{queue.ErrOfferExpired, "OFFER_EXPIRED"},
-	{queue.ErrNotAssigned, "NOT_ASSIGNED"},
-	{queue.ErrForced, "ASSIGNED_BY_FORCE"},
-	{queue.ErrClosed, "UNAVAILABLE"},
-}
-
 // remoteErr is an error another instance answered.
 type remoteErr struct {
 	base error
@@ -202,10 +189,8 @@ func encodeErr(err error) (code, msg string) {
 	if err == nil {
 		return "", ""
 	}
-	for _, c := range errCodes {
-		if errors.Is(err, c.err) {
-			return c.code, err.Error()
-		}
+	if code, ok := queue.CodeOf(err); ok {
+		return code, err.Error()
 	}
 	return "UNAVAILABLE", err.Error()
 }
@@ -214,10 +199,8 @@ func decodeErr(code, msg string) error {
 	if code == "" {
 		return nil
 	}
-	for _, c := range errCodes {
-		if c.code == code {
-			return &remoteErr{c.err, msg}
-		}
+	if base, ok := queue.ErrorOf(code); ok {
+		return &remoteErr{base, msg}
 	}
 	return &remoteErr{queue.ErrClosed, msg}
 }
