@@ -364,17 +364,8 @@ func (h *handler) events(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	limit := h.maxBatchBytes()
-	body, err := readAll(http.MaxBytesReader(w, r.Body, limit), min(r.ContentLength, limit))
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			h.opts.Log.Info("batch refused", "remote", r.RemoteAddr, "code", CodePayloadTooLarge, "limit", tooLarge.Limit)
-			h.answer(w, CodePayloadTooLarge, fmt.Sprintf("the body is over %d bytes (MAX_BATCH_BYTES): send a smaller batch", tooLarge.Limit))
-			return
-		}
-		h.opts.Log.Info("batch body read failed", "remote", r.RemoteAddr, "err", err)
-		h.answer(w, CodeInvalidBody, "the body could not be read: "+err.Error())
+	body, ok := h.readBody(w, r, h.maxBatchBytes(), "MAX_BATCH_BYTES", ": send a smaller batch", "batch")
+	if !ok {
 		return
 	}
 	events, err := ParseBatch(body, MaxBatchEvents, h.opts.MaxBodyBytes)
@@ -440,6 +431,25 @@ func (h *handler) events(w http.ResponseWriter, r *http.Request) {
 		answer += `,"duplicates":` + strconv.Itoa(duplicates)
 	}
 	jsonhttp.Write(w, statusOf[CodeOK], []byte(answer+"}"))
+}
+
+// readBody reads r's body, at most limit bytes (the setting named setting).
+// A longer one is answered 413, with hint after the bound, and one that
+// cannot be read 400; either is logged as what's, and ok is false.
+func (h *handler) readBody(w http.ResponseWriter, r *http.Request, limit int64, setting, hint, what string) (body []byte, ok bool) {
+	body, err := readAll(http.MaxBytesReader(w, r.Body, limit), min(r.ContentLength, limit))
+	if err == nil {
+		return body, true
+	}
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		h.opts.Log.Info(what+" refused", "remote", r.RemoteAddr, "code", CodePayloadTooLarge, "limit", tooLarge.Limit)
+		h.answer(w, CodePayloadTooLarge, fmt.Sprintf("the body is over %d bytes (%s)%s", tooLarge.Limit, setting, hint))
+		return nil, false
+	}
+	h.opts.Log.Info(what+" body read failed", "remote", r.RemoteAddr, "err", err)
+	h.answer(w, CodeInvalidBody, "the body could not be read: "+err.Error())
+	return nil, false
 }
 
 // readAll is io.ReadAll into a buffer of size at first (a bounded

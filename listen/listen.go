@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -145,16 +144,8 @@ func (h *handler) event(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			h.opts.Log.Info("event refused", "remote", r.RemoteAddr, "code", CodePayloadTooLarge, "limit", tooLarge.Limit)
-			h.answer(w, CodePayloadTooLarge, fmt.Sprintf("the body is over %d bytes (MAX_BODY_BYTES)", tooLarge.Limit))
-			return
-		}
-		h.opts.Log.Info("event body read failed", "remote", r.RemoteAddr, "err", err)
-		h.answer(w, CodeInvalidBody, "the body could not be read: "+err.Error())
+	body, ok := h.readBody(w, r, h.opts.MaxBodyBytes, "MAX_BODY_BYTES", "", "event")
+	if !ok {
 		return
 	}
 	ev, err := ParseEvent(body)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -79,14 +78,8 @@ func (h *handler) enqueue(w http.ResponseWriter, r *http.Request) {
 		h.answer(w, CodeInvalidBody, "complete must be 1 or absent")
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			h.answer(w, CodePayloadTooLarge, fmt.Sprintf("the body is over %d bytes (MAX_BODY_BYTES)", tooLarge.Limit))
-			return
-		}
-		h.answer(w, CodeInvalidBody, "the body could not be read: "+err.Error())
+	body, ok := h.readBody(w, r, h.opts.MaxBodyBytes, "MAX_BODY_BYTES", "", "task")
+	if !ok {
 		return
 	}
 	// Compact: the data travels in SSE data lines, which hold no line break.
