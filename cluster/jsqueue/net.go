@@ -502,6 +502,7 @@ func (b *Broker) ack(t *jtask, gen uint64) (confirmed, sent bool) {
 			return false, sent
 		}
 		ctx, cancel := context.WithTimeout(b.ctx, min(left, time.Second))
+		wasClosed := b.nc.IsClosed()
 		_, err := b.nc.RequestWithContext(ctx, reply, ackAck)
 		cancel()
 		switch {
@@ -509,6 +510,12 @@ func (b *Broker) ack(t *jtask, gen uint64) (confirmed, sent bool) {
 			return true, true
 		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout), errors.Is(err, context.Canceled):
 			sent = true // it may have reached JetStream
+		case errors.Is(err, nats.ErrConnectionClosed):
+			// Close flushes what was published before it: an ack sent on
+			// a connection open until then may have reached JetStream,
+			// but its confirmation never will. A closed connection stays
+			// closed, so there is nothing to retry.
+			return false, sent || !wasClosed
 		}
 		b.quiet.Log(b.log, slog.LevelWarn, "queue task ack failed; retrying", "err", err)
 		select {
