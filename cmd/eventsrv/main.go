@@ -18,6 +18,7 @@ import (
 // command's token is refused, 4 when its server is unreachable, and 1 for
 // any other failure (see exitCode).
 func main() {
+	keepSysmonAwake()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr, os.Environ()...); err != nil {
