@@ -229,7 +229,7 @@ func NewHub(a Authenticator, opts Options) *Hub {
 	// run the readers. Fewer flushers also batch more (publishes queue up
 	// while a flusher works through the list), which on two cores tripled
 	// deliveries per second; see writer.go.
-	h.flush.start(max(1, runtime.GOMAXPROCS(0)-1))
+	h.flush.start(max(1, runtime.GOMAXPROCS(0)-1), opts.Fed)
 	h.pinger.Add(1)
 	go h.pingLoop()
 	h.sweeper.Add(1)

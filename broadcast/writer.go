@@ -40,6 +40,10 @@ const flushBatch = 64
 // waits at most ~0.2 ms for the other.
 const spreadBatch = 16
 
+// yieldEvery is how long a flusher of a fed hub writes before it lets
+// other goroutines run (see flushers.yield).
+const yieldEvery = time.Millisecond
+
 // spreadMin is the smallest burst the helper is woken for: a smaller one is
 // written in a millisecond or so by one flusher, and waking a goroutine on
 // the other core would be a large part of what it saves.
@@ -86,10 +90,23 @@ type flushers struct {
 	// carried; batching is the verdict of the last drain.
 	writes, frames int
 	batching       bool
+
+	// yield makes the flushers yield every yieldEvery of writing. A
+	// flusher never blocks (its writes do not wait), so the goroutines it
+	// woke or that wait behind it get a core only when the scheduler
+	// preempts it, every 10 ms. A fed hub's feed so starved at full load
+	// fell more than HISTORY_SIZE events behind its stream, which then
+	// dropped them (5 of 6 cluster runs lost events; with the yield, 0 of
+	// 6). A single node's publishers only wait longer, which is
+	// backpressure, and there yielding cost 10–15% of full-load
+	// deliveries (publishes came in between, and writes carried fewer
+	// frames), so only a fed hub's flushers yield.
+	yield bool
 }
 
-func (f *flushers) start(n int) {
+func (f *flushers) start(n int, yield bool) {
 	f.init(n)
+	f.yield = yield
 	for range n {
 		f.wg.Add(1)
 		go f.run(false)
@@ -126,6 +143,7 @@ func (f *flushers) run(helper bool) {
 	defer f.wg.Done()
 	var batch []*client
 	var wrote writeCount
+	ran := time.Now() // since the flusher last yielded or waited
 	wait := f.cond
 	if helper {
 		wait = f.helper
@@ -143,8 +161,11 @@ func (f *flushers) run(helper bool) {
 		if len(f.ready) == 0 && f.busy == 0 {
 			f.drained()
 		}
-		for (len(f.ready) == 0 || helper && f.spread == 0) && !f.stop {
-			wait.Wait()
+		if len(f.ready) == 0 || helper && f.spread == 0 {
+			for (len(f.ready) == 0 || helper && f.spread == 0) && !f.stop {
+				wait.Wait()
+			}
+			ran = time.Now()
 		}
 		if len(f.ready) == 0 || helper && f.stop {
 			f.mu.Unlock()
@@ -174,12 +195,10 @@ func (f *flushers) run(helper bool) {
 		for _, c := range batch {
 			wrote.add(c.flush())
 		}
-		// A flusher never blocks (its writes do not wait), so without a
-		// yield the goroutines it woke or that wait behind it (publishers,
-		// the cluster feed, readers) would get a core only when the
-		// scheduler preempts it, every 10 ms: at full load in cluster
-		// mode a feed so starved fell a thousand events behind its stream.
-		runtime.Gosched()
+		if f.yield && time.Since(ran) >= yieldEvery {
+			runtime.Gosched()
+			ran = time.Now()
+		}
 		f.mu.Lock()
 	}
 }
