@@ -97,7 +97,7 @@ type flushers struct {
 	// preempts it, every 10 ms. A fed hub's feed so starved at full load
 	// fell more than HISTORY_SIZE events behind its stream, which then
 	// dropped them (5 of 6 cluster runs lost events; with the yield, 0 of
-	// 6). A single node's publishers only wait longer, which is
+	// 7). A single node's publishers only wait longer, which is
 	// backpressure, and there yielding cost 10–15% of full-load
 	// deliveries (publishes came in between, and writes carried fewer
 	// frames), so only a fed hub's flushers yield.
