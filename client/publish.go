@@ -60,6 +60,12 @@ func (c *Client) PublishRaw(ctx context.Context, event string, data json.RawMess
 		}
 		wait, retry := c.retryable(ctx, err)
 		if !retry {
+			if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+				// ctx ended during an attempt that failed for a reason
+				// of its own (a refused connection): the caller still
+				// learns that ctx is why it was the last.
+				return "", fmt.Errorf("eventsrv: publish %q: %w after %d attempts; the last: %w", event, context.Cause(ctx), attempt+1, err)
+			}
 			return "", fmt.Errorf("eventsrv: publish %q: %w", event, err)
 		}
 		if n := c.publish.maxAttempts; n > 0 && attempt+1 >= n {
