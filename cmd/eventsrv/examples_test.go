@@ -111,6 +111,23 @@ func TestExampleSubscriberSurvivesRestart(t *testing.T) {
 	waitSubscribers(t, s, 1)
 
 	c := clClient(t, s)
+	// The subscriber is counted from its upgrade, before its init has
+	// subscribed it (under load CI saw the first events missed): warm up
+	// until it prints an event published after it was subscribed.
+	for warm, subscribed := 0, false; !subscribed; warm++ {
+		id, err := c.Publish(t.Context(), "order.created", map[string]int{"warm": warm})
+		require.NoError(t, err)
+		timeout := time.After(time.Second)
+		for waiting := true; waiting && !subscribed; {
+			select {
+			case l, ok := <-sub.lines:
+				require.True(t, ok, "the subscriber ended; stderr:\n%s", sub.stderr)
+				subscribed = strings.HasPrefix(l, id+" ")
+			case <-timeout:
+				waiting = false
+			}
+		}
+	}
 	var ids []string
 	publish := func(n int) {
 		for range n {
