@@ -378,9 +378,23 @@ func TestParseProc(t *testing.T) {
 }
 
 func TestRunEndToEnd(t *testing.T) {
-	fake := startFake(t, fakeOptions{})
+	for _, reader := range readers() {
+		t.Run(reader, func(t *testing.T) { testRunEndToEnd(t, reader) })
+	}
+}
+
+// readers are the -reader values this system has.
+func readers() []string {
+	if defaultReader == readerEpoll {
+		return []string{readerEpoll, readerGorilla}
+	}
+	return []string{readerGorilla}
+}
+
+func testRunEndToEnd(t *testing.T, reader string) {
+	fake := startFake(t, fakeOptions{pingEach: true})
 	var stdout, stderr bytes.Buffer
-	err := run(context.Background(), fake.args("-subs", "20", "-events", "50", "-timeout", "10s"), &stdout, &stderr)
+	err := run(context.Background(), fake.args("-subs", "20", "-events", "50", "-timeout", "10s", "-reader", reader), &stdout, &stderr)
 	t.Logf("report:\n%s", stdout.String())
 	require.NoError(t, err, "stderr: %s", stderr.String())
 	out := stdout.String()
@@ -397,6 +411,9 @@ func TestRunEndToEnd(t *testing.T) {
 	// The fake counts a close after echoing it, so the tool may finish first.
 	require.Eventually(t, func() bool { return fake.closedNormally() == 20 }, 5*time.Second, 10*time.Millisecond,
 		"every subscriber closes with a normal close frame")
+	// One ping comes first, then one before each queued frame: the init
+	// reply and 50 events.
+	assert.Equal(t, 20*(1+1+50), fake.pongCount(), "every ping is answered")
 }
 
 func TestRunWithRateAndJSON(t *testing.T) {
@@ -596,6 +613,8 @@ type fakeOptions struct {
 	instances int
 	// shortIDs answers a batch with one ID fewer than it had events.
 	shortIDs bool
+	// pingEach sends a ping before every frame; pongs() counts the answers.
+	pingEach bool
 }
 
 // fakeServer is a minimal eventsrv: POST /event on one server and the
@@ -614,6 +633,7 @@ type fakeServer struct {
 	clients  []*fakeClient
 	sequence int
 	closes   int                 // subscribers that sent a normal close frame
+	pongs    int                 // pongs received
 	sources  map[string]struct{} // subscribers' source addresses
 	postsAt  map[string]int      // events accepted, by listen server host
 	batches  []int               // sizes of the batches POSTed to /events
@@ -806,9 +826,15 @@ func (f *fakeServer) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	conn.SetPongHandler(func(string) error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.pongs++
+		return nil
+	})
 	c := f.register(events, r.Host, r.RemoteAddr)
 	writerDone := make(chan struct{})
-	go fakeWriter(conn, c.send, writerDone)
+	go fakeWriter(conn, c.send, f.opts.pingEach, writerDone)
 	err = readUntilClosed(conn)
 	f.unregister(c, websocket.IsCloseError(err, websocket.CloseNormalClosure))
 	<-writerDone
@@ -830,16 +856,29 @@ func fakeInit(conn *websocket.Conn) ([]string, bool) {
 }
 
 // fakeWriter does every write of one connection: a ping first, as the real
-// server sends them, then the queued frames. After a failed write it keeps
-// draining so that fan-out never blocks.
-func fakeWriter(conn *websocket.Conn, send <-chan []byte, done chan<- struct{}) {
+// server sends them, then the queued frames, each after a ping of its own
+// with pingEach. After a failed write it keeps draining so that fan-out
+// never blocks.
+func fakeWriter(conn *websocket.Conn, send <-chan []byte, pingEach bool, done chan<- struct{}) {
 	defer close(done)
-	failed := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(time.Second)) != nil
+	ping := func() bool {
+		return conn.WriteControl(websocket.PingMessage, []byte("p"), time.Now().Add(time.Second)) == nil
+	}
+	failed := !ping()
 	for frame := range send {
+		if !failed && pingEach {
+			failed = !ping()
+		}
 		if !failed {
 			failed = conn.WriteMessage(websocket.TextMessage, frame) != nil
 		}
 	}
+}
+
+func (f *fakeServer) pongCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pongs
 }
 
 // readUntilClosed reads (answering close frames) until the connection ends.

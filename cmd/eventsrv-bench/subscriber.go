@@ -47,6 +47,7 @@ type initReply struct {
 type subscriber struct {
 	urlIndex int // of its URL in cfg.broadcastURLs
 	conn     *websocket.Conn
+	raw      *rawConn // the epoll reader's, when it reads this subscriber
 	event    string
 	tally    *tally
 	distinct atomic.Int64 // first deliveries so far
@@ -65,6 +66,7 @@ type fleet struct {
 	failedAt  []atomic.Int64 // dials and inits that failed, by broadcast URL
 	remaining atomic.Int64   // subscribers not yet finished, failed ones included
 	allDone   chan struct{}  // closed when remaining reaches zero
+	readers   *epollReaders  // nil when gorilla reads every subscriber
 }
 
 // openFleet dials cfg.subs subscribers, at most cfg.dialConcurrency at a
@@ -81,6 +83,18 @@ func openFleet(ctx context.Context, cfg config, slab []int64) *fleet {
 	f.remaining.Store(int64(cfg.subs))
 	if cfg.subs == 0 {
 		close(f.allDone)
+	}
+	if cfg.reader == readerEpoll {
+		var err error
+		if f.readers, err = newEpollReaders(); err != nil {
+			// Checked in config: this is a broken system, not a
+			// choice; every subscriber fails with the reason.
+			f.failures.add(fmt.Errorf("starting the epoll reader: %w", err))
+			f.failedAt[0].Add(int64(cfg.subs))
+			f.remaining.Store(0)
+			close(f.allDone)
+			return f
+		}
 	}
 	dialers := newDialers(cfg)
 	slots := make([]*subscriber, cfg.subs)
@@ -101,8 +115,14 @@ func openFleet(ctx context.Context, cfg config, slab []int64) *fleet {
 				return
 			}
 			s.onFinish = f.finishOne
+			if err := f.startReading(s, i, cfg); err != nil {
+				f.failures.add(fmt.Errorf("subscriber %d (%s): %w", i, cfg.broadcastURLs[target], err))
+				f.failedAt[target].Add(1)
+				s.conn.Close()
+				f.finishOne()
+				return
+			}
 			slots[i] = s
-			go s.readLoop()
 		})
 	}
 	wg.Wait()
@@ -113,6 +133,26 @@ func openFleet(ctx context.Context, cfg config, slab []int64) *fleet {
 	}
 	return f
 }
+
+// errNotTCP is why a subscriber stays with gorilla: its connection is TLS.
+var errNotTCP = errors.New("not a plain TCP connection")
+
+// startReading hands subscriber i to the epoll reader, or to a gorilla
+// read loop of its own when there is none or its connection is TLS.
+func (f *fleet) startReading(s *subscriber, i int, cfg config) error {
+	if f.readers != nil {
+		err := f.readers.attach(s, i, readLimit(cfg))
+		if !errors.Is(err, errNotTCP) {
+			return err
+		}
+	}
+	go s.readLoop()
+	return nil
+}
+
+// readLimit is the largest frame a subscriber accepts: the envelope and a
+// future "id" always fit around -size bytes of data.
+func readLimit(cfg config) int { return max(minReadLimit, 4*cfg.size+4096) }
 
 // latencyWindow returns subscriber i's empty window of slab, capped so that
 // appending can never spill into a neighbour's.
@@ -161,6 +201,9 @@ func (f *fleet) close(concurrency int) {
 		})
 	}
 	wg.Wait()
+	if f.readers != nil {
+		f.readers.stop()
+	}
 }
 
 // tallies returns the connected subscribers' tallies. Call it only after close.
@@ -232,7 +275,7 @@ func connect(ctx context.Context, cfg config, target int, dialer *websocket.Dial
 		conn.Close()
 		return nil, err
 	}
-	conn.SetReadLimit(int64(max(minReadLimit, 4*cfg.size+4096)))
+	conn.SetReadLimit(int64(readLimit(cfg)))
 	s := &subscriber{
 		urlIndex: target,
 		conn:     conn,
@@ -339,6 +382,10 @@ func (s *subscriber) finish() {
 // close sends a normal close frame, waits (bounded) for the server's answer
 // to end the read loop, and releases the connection.
 func (s *subscriber) close() {
+	if s.raw != nil {
+		s.raw.close()
+		return
+	}
 	s.closing.Store(true)
 	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bench done")
 	deadline := time.Now().Add(closeGrace)
