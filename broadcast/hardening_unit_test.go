@@ -82,14 +82,6 @@ func TestResumeReplyFirst(t *testing.T) {
 // A replay is bounded by ResumeMaxEvents and ResumeMaxBytes: the newest
 // that fit, with recovered false when that is not everything.
 func TestResumeBoundsInHub(t *testing.T) {
-	opts := testOptions()
-	opts.History = history.NewMemory(history.Limits{Size: 100})
-	opts.ResumeMaxEvents = 3
-	h, url := newTestHub(t, opts)
-	for range 10 {
-		_, err := h.Publish("a", []byte(`"0123456789"`))
-		require.NoError(t, err)
-	}
 	// 7-8's and 7-9's frames are a byte shorter than 7-10's.
 	frame := len(eventFrame(history.ID{Epoch: 7, Seq: 10}, "a", []byte(`"0123456789"`)))
 	cases := []struct {
@@ -108,7 +100,17 @@ func TestResumeBoundsInHub(t *testing.T) {
 		{"6-1", 0, []string{"7-8", "7-9", "7-10"}, false},
 	}
 	for _, tc := range cases {
-		h.opts.ResumeMaxBytes = tc.maxBytes
+		// A hub per case: its options are read by its connections'
+		// goroutines, so they are not changed under them.
+		opts := testOptions()
+		opts.History = history.NewMemory(history.Limits{Size: 100})
+		opts.ResumeMaxEvents = 3
+		opts.ResumeMaxBytes = tc.maxBytes
+		h, url := newTestHub(t, opts)
+		for range 10 {
+			_, err := h.Publish("a", []byte(`"0123456789"`))
+			require.NoError(t, err)
+		}
 		conn := dial(t, url)
 		send(t, conn, `{"authentication":"`+goodCreds+`","events":["a"],"since":"`+tc.since+`"}`)
 		ids, recovered, position := readResume(t, conn)

@@ -83,6 +83,10 @@ type Options struct {
 	// hub has been fed (another instance may have delivered it a moment
 	// ago) to arrive. Past it the ID counts as unknown.
 	ResumeWait time.Duration
+	// IOURing lets each flusher send a batch of subscribers' frames with
+	// one io_uring submission where the kernel allows it (batchsend_linux.go);
+	// otherwise, and without it, each is one send(2).
+	IOURing bool
 }
 
 // History keeps recent events so that a subscriber can resume after a
@@ -229,6 +233,12 @@ func NewHub(a Authenticator, opts Options) *Hub {
 	// run the readers. Fewer flushers also batch more (publishes queue up
 	// while a flusher works through the list), which on two cores tripled
 	// deliveries per second; see writer.go.
+	h.flush.ioURing = opts.IOURing
+	h.flush.onRing = func(err error) {
+		if err != nil {
+			opts.Log.Info("io_uring refused: one send(2) per subscriber write", "err", err)
+		}
+	}
 	h.flush.start(max(1, runtime.GOMAXPROCS(0)-1), opts.Fed)
 	h.pinger.Add(1)
 	go h.pingLoop()

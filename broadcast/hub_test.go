@@ -45,7 +45,8 @@ func testOptions() Options {
 		MaxMessageBytes:  256,
 		MaxSubscriptions: 10,
 		Log:              slog.New(slog.DiscardHandler),
-		Epoch:            7, // IDs are 7-1, 7-2, ...
+		Epoch:            7,    // IDs are 7-1, 7-2, ...
+		IOURing:          true, // as the server runs; see TestWritesWithoutIOURing
 	}
 }
 

@@ -90,6 +90,9 @@ type config struct {
 	PingInterval time.Duration `env:"PING_INTERVAL" envDefault:"25s" min:"10ms" warn:"1s" help:"how often subscribers are pinged; one silent for 1.5 intervals is closed"`
 	// Under a second a subscriber on a slow network is cut off mid-frame.
 	WriteTimeout time.Duration `env:"WRITE_TIMEOUT" envDefault:"10s" min:"10ms" warn:"1s" help:"longest a single write to a subscriber may take"`
+	// Off only to rule io_uring out when a kernel misbehaves; where the
+	// kernel or a seccomp profile refuses it, the server falls back itself.
+	IOURing bool `env:"IO_URING" envDefault:"true" help:"send each burst's writes through io_uring (Linux) where the kernel allows it; false: one send(2) per write"`
 	// Under a second a client across the world cannot send its init.
 	InitTimeout time.Duration `env:"INIT_TIMEOUT" envDefault:"30s" min:"10ms" warn:"1s" help:"time a new WebSocket has to send a successful init"`
 	// The HTTP timeouts: under a second, clients on slow networks are

@@ -106,6 +106,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	hub := broadcast.NewHub(authn, broadcast.Options{
 		QueueMaxBytes:    cfg.QueueMaxBytes,
 		WriteTimeout:     cfg.WriteTimeout,
+		IOURing:          cfg.IOURing,
 		PingInterval:     cfg.PingInterval,
 		InitTimeout:      cfg.InitTimeout,
 		MaxMessageBytes:  cfg.MaxMessageBytes,
