@@ -115,12 +115,14 @@ type flushers struct {
 func (f *flushers) start(n int, yield bool) {
 	f.init(n)
 	f.yield = yield
+	// The rings are made here, not in the goroutines, so that a started
+	// hub holds all its descriptors.
 	for range n {
 		f.wg.Add(1)
-		go f.run(false)
+		go f.run(false, f.newBatchSender())
 	}
 	f.wg.Add(1)
-	go f.run(true)
+	go f.run(true, f.newBatchSender())
 }
 
 // init prepares f for n flushers and the helper, without starting them.
@@ -147,12 +149,11 @@ func (f *flushers) add(cs ...*client) {
 
 // run serves the list: as a flusher, or as the helper, which takes only
 // the share of a spread burst that add gave it.
-func (f *flushers) run(helper bool) {
+func (f *flushers) run(helper bool, ring *batchSender) {
 	defer f.wg.Done()
 	var batch []*client
 	var wrote writeCount
 	ran := time.Now() // since the flusher last yielded or waited
-	ring := f.newBatchSender()
 	defer ring.close()
 	wait := f.cond
 	if helper {
