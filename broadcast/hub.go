@@ -229,16 +229,16 @@ func NewHub(a Authenticator, opts Options) *Hub {
 	} else {
 		opts.Log.Info("no socket poller; one reader goroutine per subscriber", "err", err)
 	}
-	// One CPU fewer than the machine has: the rest accept publishes and
-	// run the readers. Fewer flushers also batch more (publishes queue up
-	// while a flusher works through the list), which on two cores tripled
-	// deliveries per second; see writer.go.
 	h.flush.ioURing = opts.IOURing
 	h.flush.onRing = func(err error) {
 		if err != nil {
 			opts.Log.Info("io_uring refused: one send(2) per subscriber write", "err", err)
 		}
 	}
+	// One CPU fewer than the machine has: the rest accept publishes and
+	// run the readers. Fewer flushers also batch more (publishes queue up
+	// while a flusher works through the list), which on two cores tripled
+	// deliveries per second; see writer.go.
 	h.flush.start(max(1, runtime.GOMAXPROCS(0)-1), opts.Fed)
 	h.pinger.Add(1)
 	go h.pingLoop()

@@ -140,8 +140,8 @@ func (r *Ring) Entries() int { return int(r.entries) }
 // MSG_DONTWAIT|MSG_NOSIGNAL, and stores in n[i] how many bytes the socket
 // took (0 when its buffer was full) and in errs[i] why a send failed. It
 // submits them all with one system call and returns when every one has
-// completed; the sends run in order. The caller keeps each fd open until
-// Send returns. At most Entries sends at once.
+// completed. The caller keeps each fd open until Send returns. At most
+// Entries sends at once.
 func (r *Ring) Send(fds []int, bufs [][]byte, n []int, errs []error) error {
 	count := uint32(len(fds))
 	if count > r.entries || len(bufs) != len(fds) || len(n) != len(fds) || len(errs) != len(fds) {
