@@ -33,9 +33,9 @@ type batchSender struct {
 	sentE       []error
 }
 
-// ringOnce tells, once per process, whether io_uring works, so that a
-// refusal is logged once and not retried by every flusher of every hub.
-var ringOnce struct {
+// ringProbe is the fate of the process's first ring: after a refusal no
+// flusher of any hub tries again, and the refusal is logged once.
+var ringProbe struct {
 	sync.Once
 	err error
 }
@@ -46,14 +46,22 @@ func (f *flushers) newBatchSender() *batchSender {
 	if !f.ioURing {
 		return nil
 	}
-	ring, err := uring.New(flushBatch)
-	ringOnce.Do(func() {
-		ringOnce.err = err
-		if f.onRing != nil {
-			f.onRing(err)
-		}
+	var ring *uring.Ring
+	var err error
+	first := false
+	ringProbe.Do(func() {
+		first = true
+		ring, err = uring.New(flushBatch)
+		ringProbe.err = err
 	})
+	switch {
+	case !first && ringProbe.err != nil:
+		return nil // refused, and logged, once already
+	case !first:
+		ring, err = uring.New(flushBatch)
+	}
 	if err != nil {
+		f.onRefused(err)
 		return nil
 	}
 	return &batchSender{ring: ring, submissions: &f.submissions}

@@ -230,10 +230,8 @@ func NewHub(a Authenticator, opts Options) *Hub {
 		opts.Log.Info("no socket poller; one reader goroutine per subscriber", "err", err)
 	}
 	h.flush.ioURing = opts.IOURing
-	h.flush.onRing = func(err error) {
-		if err != nil {
-			opts.Log.Info("io_uring refused: one send(2) per subscriber write", "err", err)
-		}
+	h.flush.onRefused = func(err error) {
+		opts.Log.Info("io_uring refused: one send(2) per subscriber write", "err", err)
 	}
 	// One CPU fewer than the machine has: the rest accept publishes and
 	// run the readers. Fewer flushers also batch more (publishes queue up

@@ -105,10 +105,10 @@ type flushers struct {
 	yield bool
 
 	// ioURing makes each flusher write its batches through a ring of its
-	// own (batchsend_linux.go); onRing hears, once per process, whether
-	// the kernel allowed it.
+	// own (batchsend_linux.go); onRefused hears why a ring could not be
+	// made (a refusal of io_uring itself once per process).
 	ioURing     bool
-	onRing      func(error)
+	onRefused   func(error)
 	submissions atomic.Int64 // io_uring submissions so far, for the tests
 }
 
