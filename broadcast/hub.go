@@ -320,7 +320,8 @@ func (h *Hub) lost(through uint64) {
 			closed++
 		}
 	}
-	h.opts.Log.Warn("the stream dropped events before this instance was fed them; subscribers closed to resume",
+	// Throttled: a feed that cannot keep up falls behind again and again.
+	h.quiet.Log(h.opts.Log, slog.LevelWarn, "the stream dropped events before this instance was fed them; subscribers closed to resume",
 		"through_seq", through, "subscribers", closed)
 }
 
