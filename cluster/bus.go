@@ -126,6 +126,7 @@ type Bus struct {
 	acked    atomic.Uint64 // the highest sequence this instance was acknowledged
 	notReady atomic.Pointer[string]
 	closing  atomic.Bool
+	noAtomic atomic.Bool // the stream refused an atomic batch
 
 	closeOnce sync.Once
 	// suspect asks the follow loop to read the stream's state now: its
@@ -292,44 +293,66 @@ func (b *Bus) publish(key, event string, data json.RawMessage, extra []jetstream
 
 // await waits for a publish's acknowledgement and makes its ID.
 func (b *Bus) await(f jetstream.PubAckFuture, epoch uint64, start, deadline time.Time) (string, bool, error) {
-	var (
-		ack *jetstream.PubAck
-		err error
-	)
-	select {
-	case ack = <-f.Ok():
-	case err = <-f.Err():
-	default:
-		timeout := time.NewTimer(time.Until(deadline))
-		defer timeout.Stop()
-		select {
-		case ack = <-f.Ok():
-		case err = <-f.Err():
-		case <-timeout.C:
-		}
-	}
+	ack, err := b.awaitAck(f, deadline)
 	if errors.Is(err, jetstream.ErrNoStreamResponse) {
 		return "", false, &Unavailable{advice: "the event was not stored: no NATS server of the stream took it (is the stream starting, or moving?)", err: err, notStored: true}
 	}
 	if ack == nil {
-		return "", false, unavailable(fmt.Sprintf("the event may not be stored: JetStream did not acknowledge it within NATS_PUBLISH_TIMEOUT (%s)", b.cfg.PublishTimeout), err)
+		return "", false, b.noAck(err)
 	}
 	if b.cfg.Metrics != nil {
 		b.cfg.Metrics.NATSPublished(time.Since(start))
 	}
 	if b.epoch.Load() != epoch {
-		// The stream was deleted, and perhaps created anew, while this
-		// publish was under way: which stream stored it is unknown, and
-		// so is its ID. A retry with the same Idempotency-Key learns it.
-		return "", false, unavailable("the event may be stored, but the stream was created anew meanwhile, so its ID is unknown; publish again with the same Idempotency-Key", nil)
+		return "", false, errEpochChanged
 	}
+	b.noteAcked(ack.Sequence)
+	return history.ID{Epoch: epoch, Seq: ack.Sequence}.String(), ack.Duplicate, nil
+}
+
+// errEpochChanged answers a publish acknowledged while the stream was
+// deleted, and perhaps created anew: which stream stored it is unknown,
+// and so is its ID. A retry with the same Idempotency-Key learns it.
+var errEpochChanged = unavailable("the event may be stored, but the stream was created anew meanwhile, so its ID is unknown; publish again with the same Idempotency-Key", nil)
+
+// awaitAck waits for a publish's acknowledgement, or its error, until
+// deadline at the latest: nats.go fails the future after
+// NATS_PUBLISH_TIMEOUT, and the deadline is a guard against its not doing
+// so.
+func (b *Bus) awaitAck(f jetstream.PubAckFuture, deadline time.Time) (*jetstream.PubAck, error) {
+	select {
+	case ack := <-f.Ok():
+		return ack, nil
+	case err := <-f.Err():
+		return nil, err
+	default:
+	}
+	timeout := time.NewTimer(time.Until(deadline))
+	defer timeout.Stop()
+	select {
+	case ack := <-f.Ok():
+		return ack, nil
+	case err := <-f.Err():
+		return nil, err
+	case <-timeout.C:
+		return nil, nil
+	}
+}
+
+// noAck is the error of a publish that was not acknowledged in time: it
+// may be stored or not.
+func (b *Bus) noAck(err error) error {
+	return unavailable(fmt.Sprintf("the event may not be stored: JetStream did not acknowledge it within NATS_PUBLISH_TIMEOUT (%s)", b.cfg.PublishTimeout), err)
+}
+
+// noteAcked records that this instance was acknowledged seq, for Drain.
+func (b *Bus) noteAcked(seq uint64) {
 	for {
 		acked := b.acked.Load()
-		if ack.Sequence <= acked || b.acked.CompareAndSwap(acked, ack.Sequence) {
-			break
+		if seq <= acked || b.acked.CompareAndSwap(acked, seq) {
+			return
 		}
 	}
-	return history.ID{Epoch: epoch, Seq: ack.Sequence}.String(), ack.Duplicate, nil
 }
 
 // run follows the stream until Close, starting over after every failure.
@@ -509,6 +532,8 @@ func (b *Bus) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 		MaxBytes:          -1,
 		MaxMsgs:           -1,
 		Duplicates:        b.cfg.DuplicateWindow,
+		// POST /events stores a batch as one (PublishAtomic).
+		AllowAtomicPublish: true,
 	}
 	if l.MaxBytes > 0 {
 		cfg.MaxBytes = int64(min(l.MaxBytes, math.MaxInt64))
@@ -543,7 +568,8 @@ func (b *Bus) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 func sameLimits(have, want jetstream.StreamConfig) bool {
 	return slices.Equal(have.Subjects, want.Subjects) && have.MaxMsgsPerSubject == want.MaxMsgsPerSubject &&
 		have.MaxAge == want.MaxAge && have.MaxBytes == want.MaxBytes && have.Replicas == want.Replicas &&
-		have.Duplicates == want.Duplicates && have.Discard == want.Discard && have.MaxMsgs == want.MaxMsgs
+		have.Duplicates == want.Duplicates && have.Discard == want.Discard && have.MaxMsgs == want.MaxMsgs &&
+		have.AllowAtomicPublish == want.AllowAtomicPublish
 }
 
 // Drain waits until the hub has been fed every event this instance was

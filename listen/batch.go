@@ -66,6 +66,18 @@ type AsyncPublisher interface {
 	StartPublish(key, event string, data json.RawMessage) (wait func() (id string, duplicate bool, err error), err error)
 }
 
+// AtomicPublisher is an AsyncPublisher that can store a whole batch as
+// one: all its events, in order with nothing between them, or none.
+// PublishAtomic stores n events, event(i) giving the i-th one's
+// idempotency key (or ""), name and data, and returns their IDs. tried is
+// false when nothing was stored and publishing event by event may still
+// do, as after a refusal of the batch as such, or for a batch whose keys
+// were seen before; when it is true, err is the batch's outcome. The
+// cluster bus is one, with JetStream's atomic batches.
+type AtomicPublisher interface {
+	PublishAtomic(n int, event func(i int) (key, name string, data json.RawMessage)) (ids []string, tried bool, err error)
+}
+
 // BatchError is ParseBatch's error: it wraps ErrInvalidBody,
 // ErrTooManyEvents or ErrEventTooLarge, and Reason says what is wrong, for
 // people.
@@ -491,6 +503,14 @@ func idList(ids []string) string {
 // those were duplicates of a retried batch's. An AsyncPublisher gets them
 // all in flight at once; any other Publisher gets one after another.
 func (h *handler) publishBatch(key string, events []Event) (ids []string, duplicates int, err error) {
+	if atomic, ok := h.pub.(AtomicPublisher); ok {
+		ids, tried, err := atomic.PublishAtomic(len(events), func(i int) (string, string, json.RawMessage) {
+			return batchKey(key, i), events[i].Name, events[i].Data
+		})
+		if tried {
+			return ids, 0, err
+		}
+	}
 	ids = make([]string, 0, len(events))
 	if async, ok := h.pub.(AsyncPublisher); ok {
 		for attempt := 0; ; attempt++ {

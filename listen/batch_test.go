@@ -395,3 +395,65 @@ func BenchmarkParseBatch(b *testing.B) {
 		}
 	}
 }
+
+// fakeAtomic is a fakeAsync that stores a batch as one, or declines.
+type fakeAtomic struct {
+	fakeAsync
+	decline bool  // tried is false
+	err     error // the batch's outcome when tried
+	got     []string
+}
+
+func (p *fakeAtomic) PublishAtomic(n int, event func(i int) (key, name string, data json.RawMessage)) ([]string, bool, error) {
+	for i := range n {
+		key, name, data := event(i)
+		p.got = append(p.got, key+"|"+name+"|"+string(data))
+	}
+	if p.decline {
+		return nil, false, nil
+	}
+	if p.err != nil {
+		return nil, true, p.err
+	}
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = "7-" + strconv.Itoa(100+i)
+	}
+	return ids, true, nil
+}
+
+// TestBatchAtomic: an AtomicPublisher is given the whole batch with its
+// keys; its IDs answer the batch, its failure is a 503 with no event
+// stored, and when it declines the events go one by one as before.
+func TestBatchAtomic(t *testing.T) {
+	tests := []struct {
+		name       string
+		pub        *fakeAtomic
+		wantStatus int
+		wantBody   string
+		wantAsync  []string // the keys published one by one
+	}{
+		{
+			name: "stored as one", pub: &fakeAtomic{}, wantStatus: 200,
+			wantBody: `{"code":"OK","ids":["7-100","7-101","7-102"]}`,
+		},
+		{
+			name: "not acknowledged", pub: &fakeAtomic{err: &testUnavailable{}}, wantStatus: 503,
+			wantBody: `{"code":"UNAVAILABLE","message":"0 of 3 events stored (their IDs are in ids): JetStream did not acknowledge it; a retry with the same Idempotency-Key publishes only what is missing","ids":[]}`,
+		},
+		{
+			name: "declined: one by one", pub: &fakeAtomic{decline: true}, wantStatus: 200,
+			wantBody: `{"code":"OK","ids":["1-1","1-2","1-3"]}`, wantAsync: []string{"k 0", "k 1", "k 2"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newTestServer(t, &fakeAuth{}, tt.pub, 1<<10)
+			status, _, body := postBatch(t, srv.URL, "k", batchOf(3))
+			assert.Equal(t, tt.wantStatus, status)
+			assert.Equal(t, tt.wantBody+"\n", body)
+			assert.Equal(t, []string{"k 0|e0|0", "k 1|e1|1", "k 2|e2|2"}, tt.pub.got, "the whole batch, with its keys")
+			assert.Equal(t, tt.wantAsync, tt.pub.keys)
+		})
+	}
+}

@@ -13,12 +13,27 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"eventsrv/cluster"
+	"eventsrv/history"
 	"eventsrv/internal/natstest"
 	"eventsrv/listen"
 )
 
-// The bus takes a batch's events all at once.
-var _ listen.AsyncPublisher = (*cluster.Bus)(nil)
+// The bus takes a batch's events all at once, and stores a batch as one.
+var (
+	_ listen.AsyncPublisher  = (*cluster.Bus)(nil)
+	_ listen.AtomicPublisher = (*cluster.Bus)(nil)
+)
+
+// requireConsecutive requires IDs of one epoch with consecutive sequences.
+func requireConsecutive(t *testing.T, ids []string) {
+	t.Helper()
+	first, err := history.ParseID(ids[0])
+	require.NoError(t, err)
+	for i, id := range ids {
+		require.Equal(t, history.ID{Epoch: first.Epoch, Seq: first.Seq + uint64(i)}.String(), id,
+			"event %d of a batch stored as one: %v", i, ids)
+	}
+}
 
 // waitReady waits until the instance's /readyz is 200.
 func (s *server) waitReady() {
@@ -41,7 +56,8 @@ func readDeliveries(t *testing.T, c *websocket.Conn, n int) []delivery {
 
 // TestBatchCluster: in cluster mode (2 instances, a 3-node NATS, R3), a
 // batch is stored in its order with the IDs every instance delivers;
-// concurrent batches interleave but each keeps its order; a batch retried
+// concurrent batches do not interleave (each is one JetStream atomic
+// batch, with consecutive IDs); a batch retried
 // on another instance with its Idempotency-Key answers the same IDs and
 // is delivered once; with the stream's quorum lost a batch is answered
 // 503 UNAVAILABLE with the stored prefix, and its retry once NATS is back
@@ -60,7 +76,7 @@ func TestBatchCluster(t *testing.T) {
 	require.Equal(t, http.StatusOK, status, "%s\n%s", raw, a.logs)
 	first := decodeBatch(t, raw)
 	require.Len(t, first.IDs, 300)
-	requireIncreasing(t, first.IDs)
+	requireConsecutive(t, first.IDs)
 	requireDeliveries(t, sub, first.IDs, 0)
 
 	// Concurrent batches to both instances: each batch's events keep
@@ -90,7 +106,7 @@ func TestBatchCluster(t *testing.T) {
 	}
 	for n, ids := range answers {
 		require.Len(t, ids, size)
-		requireIncreasing(t, ids)
+		requireConsecutive(t, ids)
 		for i, id := range ids {
 			at, ok := position[id]
 			require.True(t, ok, "batch %d's event %d (%s) was not delivered", n, i, id)

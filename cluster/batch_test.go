@@ -1,0 +1,159 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"eventsrv/history"
+	"eventsrv/internal/natstest"
+)
+
+// fedHub records what the bus feeds it.
+type fedHub struct {
+	mu    sync.Mutex
+	epoch uint64
+	fed   []fedEvent
+	last  history.ID
+}
+
+type fedEvent struct {
+	id   history.ID
+	name string
+	data string
+}
+
+func (h *fedHub) SetEpoch(epoch uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.epoch, h.fed, h.last = epoch, nil, history.ID{Epoch: epoch}
+}
+
+func (h *fedHub) Deliver(id history.ID, event string, data json.RawMessage) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.fed = append(h.fed, fedEvent{id, event, string(data)})
+	h.last = id
+}
+
+func (h *fedHub) Skip(id history.ID) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.last = id
+}
+
+func (h *fedHub) Fed() history.ID {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.last
+}
+
+func (h *fedHub) events() []fedEvent {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]fedEvent(nil), h.fed...)
+}
+
+// openBus opens a bus with a stream of replicas on urls and waits until
+// it is ready.
+func openBus(t *testing.T, urls string, replicas int) (*Bus, *fedHub) {
+	t.Helper()
+	hub := &fedHub{}
+	b, err := Open(Config{URLs: urls, Stream: "EVENTSRV", Replicas: replicas, PublishTimeout: 5 * time.Second,
+		DuplicateWindow: time.Minute, Limits: history.Limits{Size: 1000, TTL: time.Hour}}, hub)
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	require.Eventually(t, func() bool { return b.Ready() == nil }, 10*time.Second, 10*time.Millisecond, "the bus is not ready")
+	return b, hub
+}
+
+// batchOf is PublishAtomic's event function for n events named name with
+// data 0..n-1, keyed "key i" unless key is "".
+func batchOf(key, name string) func(i int) (string, string, json.RawMessage) {
+	return func(i int) (string, string, json.RawMessage) {
+		k := ""
+		if key != "" {
+			k = fmt.Sprintf("%s %d", key, i)
+		}
+		return k, name, json.RawMessage(fmt.Sprint(i))
+	}
+}
+
+// TestPublishAtomic: a batch is stored as one, with consecutive IDs that
+// the feed delivers with the batch's names and data; a batch whose keys
+// were stored before, a batch of one, and a stream that refuses atomic
+// batches are not tried, so that the caller publishes event by event.
+func TestPublishAtomic(t *testing.T) {
+	nodes := natstest.StartCluster(t, 3)
+	b, hub := openBus(t, nodes.URLs(), 3)
+
+	ids, tried, err := b.PublishAtomic(5, batchOf("k", "a.b c"))
+	require.NoError(t, err)
+	require.True(t, tried)
+	require.Len(t, ids, 5)
+	first, err := history.ParseID(ids[0])
+	require.NoError(t, err)
+	for i, id := range ids {
+		assert.Equal(t, history.ID{Epoch: first.Epoch, Seq: first.Seq + uint64(i)}.String(), id, "event %d", i)
+	}
+	require.Eventually(t, func() bool { return len(hub.events()) == 5 }, 10*time.Second, 10*time.Millisecond)
+	for i, ev := range hub.events() {
+		assert.Equal(t, fedEvent{history.ID{Epoch: first.Epoch, Seq: first.Seq + uint64(i)}, "a.b c", fmt.Sprint(i)}, ev)
+	}
+	assert.Equal(t, first.Seq+4, b.acked.Load(), "Drain waits for the batch's last event")
+
+	// The same keys again: JetStream refuses the batch, and event by
+	// event the caller learns the first IDs.
+	ids, tried, err = b.PublishAtomic(5, batchOf("k", "a.b c"))
+	assert.NoError(t, err)
+	assert.False(t, tried, "a batch of keys stored before is published event by event: %v", ids)
+	id, duplicate, err := b.PublishOnce("k 3", "a.b c", json.RawMessage("3"))
+	require.NoError(t, err)
+	assert.True(t, duplicate)
+	assert.Equal(t, history.ID{Epoch: first.Epoch, Seq: first.Seq + 3}.String(), id)
+
+	_, tried, _ = b.PublishAtomic(1, batchOf("", "x"))
+	assert.False(t, tried, "a batch of one")
+
+	// A stream without atomic publish (an operator's change, or a NATS
+	// before 2.12): not tried, and not tried again.
+	nc, err := nats.Connect(nodes.URLs())
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, "EVENTSRV")
+	require.NoError(t, err)
+	cfg := s.CachedInfo().Config
+	cfg.AllowAtomicPublish = false
+	_, err = js.UpdateStream(ctx, cfg)
+	require.NoError(t, err)
+	_, tried, err = b.PublishAtomic(3, batchOf("", "x"))
+	assert.NoError(t, err)
+	assert.False(t, tried)
+	assert.True(t, b.noAtomic.Load(), "the refusal is remembered")
+	before := len(hub.events())
+	id, err = b.Publish("y", json.RawMessage(`"after"`))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return len(hub.events()) == before+1 }, 10*time.Second, 10*time.Millisecond)
+	assert.Equal(t, id, hub.events()[before].id.String(), "the refused batch stored nothing")
+}
+
+// TestPublishAtomicNotOnR1: an R1 stream's batches are published event by
+// event (JetStream stages them in a file store of their own).
+func TestPublishAtomicNotOnR1(t *testing.T) {
+	b, _ := openBus(t, natstest.StartServer(t).URL(), 1)
+	_, tried, err := b.PublishAtomic(3, batchOf("", "x"))
+	assert.NoError(t, err)
+	assert.False(t, tried)
+}
