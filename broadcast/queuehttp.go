@@ -141,9 +141,13 @@ func (h *Hub) serveWait(w http.ResponseWriter, r *http.Request, perms auth.Permi
 		}
 	}
 	h.startSSE(w, r, perms, func(c *client, head []byte) {
-		c.enqueue(head)
+		// Joined before the response's head, as a WebSocket worker is
+		// before its OK (work.go), and held so that offers follow it.
 		c.worker = c.newWorker(perms.Subject, n)
 		c.workQueues = []string{name}
+		c.worker.Hold()
 		h.opts.Queues.Join(c.worker, []string{name})
+		c.enqueue(head)
+		c.worker.Release()
 	})
 }

@@ -83,9 +83,14 @@ func (c *client) handleWork(typ string, msg []byte) {
 	case typ == typeWork:
 		var join func()
 		if join, refused = c.startWork(m); refused == nil {
-			// The OK first: Join may offer tasks at once.
-			c.enqueue(workReply(typ, m.ID, nil))
+			// Joined before the OK, so that a worker told OK has its
+			// place in the line: one that joins after it was told waits
+			// behind it. Held meanwhile, so that the offers Join makes
+			// go out after the OK.
+			c.worker.Hold()
 			join()
+			c.enqueue(workReply(typ, m.ID, nil))
+			c.worker.Release()
 			return
 		}
 	default:
