@@ -388,17 +388,30 @@ func (h *Hub) wakeWaiters() {
 // when since is an ID of that epoch, has been fed up to it.
 func (h *Hub) awaitFeed(since string) {
 	id, err := history.ParseID(since)
-	caughtUp := func() bool {
+	h.waitFed(h.opts.ResumeWait, func() bool {
 		epoch := h.epoch.Load()
 		return epoch != 0 && (err != nil || id.Epoch != epoch || h.kept.Load() >= id.Seq)
-	}
+	})
+}
+
+// AwaitFed waits, up to timeout, until a fed hub has been fed through id,
+// or is in another epoch than id's. It reports whether it did not time
+// out. The cluster bus holds a publish's answer with it while this
+// instance's feed lags far behind what it published.
+func (h *Hub) AwaitFed(id history.ID, timeout time.Duration) bool {
+	return h.waitFed(timeout, func() bool { return h.epoch.Load() != id.Epoch || h.kept.Load() >= id.Seq })
+}
+
+// waitFed waits, up to timeout, until caughtUp, which is checked after
+// every delivery to the fed hub; it reports whether caughtUp held.
+func (h *Hub) waitFed(timeout time.Duration, caughtUp func() bool) bool {
 	if caughtUp() {
-		return
+		return true
 	}
 	h.waiting.Add(1)
 	defer h.waiting.Add(-1)
-	timeout := time.NewTimer(h.opts.ResumeWait)
-	defer timeout.Stop()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
 	for {
 		h.waitMu.Lock()
 		if h.fed == nil {
@@ -407,12 +420,12 @@ func (h *Hub) awaitFeed(since string) {
 		woken := h.fed
 		h.waitMu.Unlock()
 		if caughtUp() {
-			return
+			return true
 		}
 		select {
 		case <-woken:
-		case <-timeout.C:
-			return
+		case <-t.C:
+			return false
 		}
 	}
 }

@@ -71,7 +71,8 @@ func (b *Bus) PublishAtomic(n int, event func(i int) (key, name string, data jso
 	if err != nil {
 		return nil, false, nil
 	}
-	ack, err := b.awaitAck(f, start.Add(b.cfg.PublishTimeout+100*time.Millisecond))
+	deadline := start.Add(b.cfg.PublishTimeout + 100*time.Millisecond)
+	ack, err := b.awaitAck(f, deadline)
 	var apiErr *jetstream.APIError
 	switch {
 	case errors.As(err, &apiErr):
@@ -92,6 +93,7 @@ func (b *Bus) PublishAtomic(n int, event func(i int) (key, name string, data jso
 		return nil, true, errEpochChanged
 	}
 	b.noteAcked(ack.Sequence)
+	b.keepUp(epoch, ack.Sequence, deadline)
 	ids = make([]string, n)
 	first := ack.Sequence - uint64(n-1)
 	for i := range ids {

@@ -23,6 +23,15 @@ type fedHub struct {
 	epoch uint64
 	fed   []fedEvent
 	last  history.ID
+	moved chan struct{} // closed and replaced when last moves
+	gate  chan struct{}
+}
+
+// gate, when set, holds every Deliver until it is closed.
+func (h *fedHub) hold(gate chan struct{}) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.gate = gate
 }
 
 type fedEvent struct {
@@ -34,26 +43,64 @@ type fedEvent struct {
 func (h *fedHub) SetEpoch(epoch uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.epoch, h.fed, h.last = epoch, nil, history.ID{Epoch: epoch}
+	h.epoch, h.fed = epoch, nil
+	h.setLast(history.ID{Epoch: epoch})
 }
 
 func (h *fedHub) Deliver(id history.ID, event string, data json.RawMessage) {
 	h.mu.Lock()
+	gate := h.gate
+	h.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.fed = append(h.fed, fedEvent{id, event, string(data)})
-	h.last = id
+	h.setLast(id)
 }
 
 func (h *fedHub) Skip(id history.ID) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.last = id
+	h.setLast(id)
 }
 
 func (h *fedHub) Fed() history.ID {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.last
+}
+
+// setLast moves last; under mu.
+func (h *fedHub) setLast(id history.ID) {
+	h.last = id
+	if h.moved != nil {
+		close(h.moved)
+		h.moved = nil
+	}
+}
+
+func (h *fedHub) AwaitFed(id history.ID, timeout time.Duration) bool {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		h.mu.Lock()
+		if h.last.Epoch != id.Epoch || h.last.Seq >= id.Seq {
+			h.mu.Unlock()
+			return true
+		}
+		if h.moved == nil {
+			h.moved = make(chan struct{})
+		}
+		moved := h.moved
+		h.mu.Unlock()
+		select {
+		case <-moved:
+		case <-t.C:
+			return false
+		}
+	}
 }
 
 func (h *fedHub) events() []fedEvent {
@@ -66,9 +113,16 @@ func (h *fedHub) events() []fedEvent {
 // it is ready.
 func openBus(t *testing.T, urls string, replicas int) (*Bus, *fedHub) {
 	t.Helper()
+	return openBusWith(t, Config{URLs: urls, Replicas: replicas, PublishTimeout: 5 * time.Second, Limits: history.Limits{Size: 1000, TTL: time.Hour}})
+}
+
+// openBusWith opens a bus with cfg (stream EVENTSRV, a minute's
+// duplicate window) and waits until it is ready.
+func openBusWith(t *testing.T, cfg Config) (*Bus, *fedHub) {
+	t.Helper()
 	hub := &fedHub{}
-	b, err := Open(Config{URLs: urls, Stream: "EVENTSRV", Replicas: replicas, PublishTimeout: 5 * time.Second,
-		DuplicateWindow: time.Minute, Limits: history.Limits{Size: 1000, TTL: time.Hour}}, hub)
+	cfg.Stream, cfg.DuplicateWindow = "EVENTSRV", time.Minute
+	b, err := Open(cfg, hub)
 	require.NoError(t, err)
 	t.Cleanup(b.Close)
 	require.Eventually(t, func() bool { return b.Ready() == nil }, 10*time.Second, 10*time.Millisecond, "the bus is not ready")
@@ -156,4 +210,52 @@ func TestPublishAtomicNotOnR1(t *testing.T) {
 	_, tried, err := b.PublishAtomic(3, batchOf("", "x"))
 	assert.NoError(t, err)
 	assert.False(t, tried)
+}
+
+// TestPublishWaitsForTheFeed: a publish acknowledged while this
+// instance's feed is more than half of HISTORY_SIZE behind it is answered
+// once the feed caught up, or at NATS_PUBLISH_TIMEOUT: OK either way.
+func TestPublishWaitsForTheFeed(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	b, hub := openBusWith(t, Config{URLs: natstest.StartServer(t).URL(), Replicas: 1, PublishTimeout: timeout,
+		Limits: history.Limits{Size: 4, TTL: time.Hour}})
+	gate := make(chan struct{})
+	hub.hold(gate)
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(gate)
+		}
+	}
+	t.Cleanup(release) // before the bus closes: its feed waits in Deliver
+
+	// Within the slack (2 events) of a feed that has taken nothing: at once.
+	for range 2 {
+		start := time.Now()
+		_, err := b.Publish("a", json.RawMessage("1"))
+		require.NoError(t, err)
+		assert.Less(t, time.Since(start), timeout, "a publish within the slack waited")
+	}
+	// The third is held until its deadline, then answered all the same.
+	start := time.Now()
+	id, err := b.Publish("a", json.RawMessage("3"))
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, time.Since(start), timeout, "answered while the feed was 3 events behind")
+	got, err := history.ParseID(id)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(3), got.Seq)
+
+	// Held until the feed catches up: answered once it has the first.
+	done := make(chan time.Duration, 1)
+	go func() {
+		start := time.Now()
+		_, err := b.Publish("a", json.RawMessage("4"))
+		assert.NoError(t, err)
+		done <- time.Since(start)
+	}()
+	release()
+	took := <-done
+	assert.GreaterOrEqual(t, hub.Fed().Seq, uint64(2), "answered before the feed was within the slack")
+	t.Logf("answered %v after the feed was let go", took)
 }

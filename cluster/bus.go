@@ -68,6 +68,7 @@ type Hub interface {
 	Deliver(id history.ID, event string, data json.RawMessage)
 	Skip(id history.ID)
 	Fed() history.ID
+	AwaitFed(id history.ID, timeout time.Duration) bool
 }
 
 // Unavailable is a publish error after which the publisher should try
@@ -307,7 +308,31 @@ func (b *Bus) await(f jetstream.PubAckFuture, epoch uint64, start, deadline time
 		return "", false, errEpochChanged
 	}
 	b.noteAcked(ack.Sequence)
+	b.keepUp(epoch, ack.Sequence, deadline)
 	return history.ID{Epoch: epoch, Seq: ack.Sequence}.String(), ack.Duplicate, nil
+}
+
+// keepUp holds a publish acknowledged with seq, until deadline at the
+// latest, while this instance's feed is more than half of HISTORY_SIZE
+// behind it. Publishers must not outrun the feeds: JetStream acknowledges
+// whatever it stores, and the stream keeps HISTORY_SIZE events per name,
+// so a feed more than that behind finds events dropped before it read
+// them, and its subscribers are closed with 4005. That happened at full
+// load on 2 cores, when the load tool read so fast that the instances'
+// flushers never waited and the feeds fell behind. Holding the answers
+// slows this instance's publishers to the pace of its own feed; the
+// answer is OK all the same (the event is stored), at the deadline too.
+func (b *Bus) keepUp(epoch, seq uint64, deadline time.Time) {
+	slack := uint64(max(b.cfg.Limits.Size, 0) / 2)
+	if seq <= slack {
+		return
+	}
+	if fed := b.hub.Fed(); fed.Epoch == epoch && fed.Seq+slack >= seq {
+		return
+	}
+	if !b.hub.AwaitFed(history.ID{Epoch: epoch, Seq: seq - slack}, time.Until(deadline)) {
+		b.quiet.Log(b.log, slog.LevelWarn, "answered a publish while this instance's feed is far behind the stream", "seq", seq, "fed", b.hub.Fed().Seq)
+	}
 }
 
 // errEpochChanged answers a publish acknowledged while the stream was
