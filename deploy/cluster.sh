@@ -38,6 +38,11 @@
 #                     +3i+1, metrics +3i+2 (and pprof 6060+i when built
 #                     with -tags pprof)
 #   LOG_LEVEL=warn    eventsrv's log level
+#   NATS_GODEBUG=schedtrace=2147483647   the nats-servers' GODEBUG: by
+#                     default the setting eventsrv gives itself, which keeps
+#                     the Go runtime's sysmon from waking ~60 times after
+#                     every idle gap (README, Configuration); empty: Go's
+#                     default
 # Everything started is stopped when the script exits, however it exits.
 set -euo pipefail
 
@@ -135,7 +140,7 @@ done
 nats_pids=""
 for i in 0 1 2; do
 	mkdir -p "$work/nats$i"
-	"$nats_server" -n "n$i" -a 127.0.0.1 -p $((nats_port + i)) -m $((nats_port + 4000 + i)) \
+	GODEBUG=${NATS_GODEBUG-schedtrace=2147483647} "$nats_server" -n "n$i" -a 127.0.0.1 -p $((nats_port + i)) -m $((nats_port + 4000 + i)) \
 		-js -sd "$work/nats$i" \
 		--cluster_name eventsrv --cluster "nats://127.0.0.1:$((nats_port + 2000 + i))" --routes "$routes" \
 		>"$work/nats$i.log" 2>&1 &
