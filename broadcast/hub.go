@@ -388,30 +388,33 @@ func (h *Hub) wakeWaiters() {
 // when since is an ID of that epoch, has been fed up to it.
 func (h *Hub) awaitFeed(since string) {
 	id, err := history.ParseID(since)
-	h.waitFed(h.opts.ResumeWait, func() bool {
+	caughtUp := func() bool {
 		epoch := h.epoch.Load()
 		return epoch != 0 && (err != nil || id.Epoch != epoch || h.kept.Load() >= id.Seq)
-	})
-}
-
-// AwaitFed waits, up to timeout, until a fed hub has been fed through id,
-// or is in another epoch than id's. It reports whether it did not time
-// out. The cluster bus holds a publish's answer with it while this
-// instance's feed lags far behind what it published.
-func (h *Hub) AwaitFed(id history.ID, timeout time.Duration) bool {
-	return h.waitFed(timeout, func() bool { return h.epoch.Load() != id.Epoch || h.kept.Load() >= id.Seq })
-}
-
-// waitFed waits, up to timeout, until caughtUp, which is checked after
-// every delivery to the fed hub; it reports whether caughtUp held.
-func (h *Hub) waitFed(timeout time.Duration, caughtUp func() bool) bool {
-	if caughtUp() {
-		return true
 	}
+	if caughtUp() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), h.opts.ResumeWait)
+	defer cancel()
+	h.waitFed(ctx.Done(), caughtUp)
+}
+
+// AwaitFed waits until a fed hub has been fed through id, or is in
+// another epoch than id's, or ctx ends; it reports whether it did not
+// end with ctx. The cluster bus waits with it to hold a publish's answer
+// while this instance's feed lags far behind, and to drain the feed
+// before a shutdown.
+func (h *Hub) AwaitFed(ctx context.Context, id history.ID) bool {
+	caughtUp := func() bool { return h.epoch.Load() != id.Epoch || h.kept.Load() >= id.Seq }
+	return caughtUp() || h.waitFed(ctx.Done(), caughtUp)
+}
+
+// waitFed waits until caughtUp, which is checked after every delivery to
+// the fed hub, or until done; it reports whether caughtUp held.
+func (h *Hub) waitFed(done <-chan struct{}, caughtUp func() bool) bool {
 	h.waiting.Add(1)
 	defer h.waiting.Add(-1)
-	t := time.NewTimer(timeout)
-	defer t.Stop()
 	for {
 		h.waitMu.Lock()
 		if h.fed == nil {
@@ -424,8 +427,8 @@ func (h *Hub) waitFed(timeout time.Duration, caughtUp func() bool) bool {
 		}
 		select {
 		case <-woken:
-		case <-t.C:
-			return false
+		case <-done:
+			return caughtUp()
 		}
 	}
 }

@@ -81,9 +81,7 @@ func (h *fedHub) setLast(id history.ID) {
 	}
 }
 
-func (h *fedHub) AwaitFed(id history.ID, timeout time.Duration) bool {
-	t := time.NewTimer(timeout)
-	defer t.Stop()
+func (h *fedHub) AwaitFed(ctx context.Context, id history.ID) bool {
 	for {
 		h.mu.Lock()
 		if h.last.Epoch != id.Epoch || h.last.Seq >= id.Seq {
@@ -97,7 +95,7 @@ func (h *fedHub) AwaitFed(id history.ID, timeout time.Duration) bool {
 		h.mu.Unlock()
 		select {
 		case <-moved:
-		case <-t.C:
+		case <-ctx.Done():
 			return false
 		}
 	}
@@ -258,4 +256,33 @@ func TestPublishWaitsForTheFeed(t *testing.T) {
 	took := <-done
 	assert.GreaterOrEqual(t, hub.Fed().Seq, uint64(2), "answered before the feed was within the slack")
 	t.Logf("answered %v after the feed was let go", took)
+}
+
+// TestDrain: Drain returns once the hub was fed every event this instance
+// was acknowledged, and gives up when its context ends before that.
+func TestDrain(t *testing.T) {
+	b, hub := openBus(t, natstest.StartServer(t).URL(), 1)
+	gate := make(chan struct{})
+	hub.hold(gate)
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(gate)
+		}
+	}
+	t.Cleanup(release)
+	var last string
+	for i := range 3 {
+		id, err := b.Publish("a", json.RawMessage(fmt.Sprint(i)))
+		require.NoError(t, err)
+		last = id
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, b.Drain(ctx), context.DeadlineExceeded, "the feed has none of the 3 events")
+
+	release()
+	require.NoError(t, b.Drain(context.Background()))
+	assert.Equal(t, last, hub.Fed().String(), "drained before the last acknowledged event was fed")
 }

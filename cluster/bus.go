@@ -68,7 +68,7 @@ type Hub interface {
 	Deliver(id history.ID, event string, data json.RawMessage)
 	Skip(id history.ID)
 	Fed() history.ID
-	AwaitFed(id history.ID, timeout time.Duration) bool
+	AwaitFed(ctx context.Context, id history.ID) bool
 }
 
 // Unavailable is a publish error after which the publisher should try
@@ -330,7 +330,9 @@ func (b *Bus) keepUp(epoch, seq uint64, deadline time.Time) {
 	if fed := b.hub.Fed(); fed.Epoch == epoch && fed.Seq+slack >= seq {
 		return
 	}
-	if !b.hub.AwaitFed(history.ID{Epoch: epoch, Seq: seq - slack}, time.Until(deadline)) {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	if !b.hub.AwaitFed(ctx, history.ID{Epoch: epoch, Seq: seq - slack}) {
 		b.quiet.Log(b.log, slog.LevelWarn, "answered a publish while this instance's feed is far behind the stream", "seq", seq, "fed", b.hub.Fed().Seq)
 	}
 }
@@ -602,19 +604,10 @@ func sameLimits(have, want jetstream.StreamConfig) bool {
 // it gives up when ctx ends.
 func (b *Bus) Drain(ctx context.Context) error {
 	b.closing.Store(true)
-	t := time.NewTicker(5 * time.Millisecond)
-	defer t.Stop()
-	for {
-		fed := b.hub.Fed()
-		if fed.Epoch != b.epoch.Load() || fed.Seq >= b.acked.Load() {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
+	if !b.hub.AwaitFed(ctx, history.ID{Epoch: b.epoch.Load(), Seq: b.acked.Load()}) {
+		return ctx.Err()
 	}
+	return nil
 }
 
 // Close stops the feed and closes the connection (and the embedded
