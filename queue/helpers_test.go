@@ -165,8 +165,8 @@ func invariants(m *Manager) error {
 			return fmt.Errorf("fading queue %s is forgotten", q.name)
 		}
 	}
-	if timed != len(m.timers) {
-		return fmt.Errorf("timer heap holds %d, %d tasks are timed", len(m.timers), timed)
+	if timed != m.timers.Len() {
+		return fmt.Errorf("timer heap holds %d, %d tasks are timed", m.timers.Len(), timed)
 	}
 	return nil
 }

@@ -298,7 +298,7 @@ func TestClose(t *testing.T) {
 	m.Join(v.Worker, []string{"q"})
 	assert.Equal(t, 1, statsOf(t, m, "q").Workers, "no joining after Close")
 	m.mu.Lock()
-	assert.Empty(t, m.timers, "no deadline left")
+	assert.Zero(t, m.timers.Len(), "no deadline left")
 	m.mu.Unlock()
 	m.Leave(w.Worker) // the transports still end their connections
 	assert.Equal(t, uint64(1), statsOf(t, m, "q").Abandoned)

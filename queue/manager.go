@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"eventsrv/internal/deque"
+	"eventsrv/internal/timeheap"
 )
 
 // Defaults for the zero values of Options.
@@ -107,11 +108,11 @@ type Manager struct {
 	mu      sync.Mutex
 	closed  bool
 	queues  map[string]*queue
-	tasks   map[string]*task // unfinished tasks and remembered finished ones
-	seq     uint64           // task order across all queues
-	clock   uint64           // worker stamps
-	timers  timerHeap        // offered and working tasks, by deadline
-	armed   time.Time        // the deadline the timer goroutine sleeps until; zero: none
+	tasks   map[string]*task     // unfinished tasks and remembered finished ones
+	seq     uint64               // task order across all queues
+	clock   uint64               // worker stamps
+	timers  timeheap.Heap[*task] // offered and working tasks, by deadline
+	armed   time.Time            // the deadline the timer goroutine sleeps until; zero: none
 	dirty   []*queue
 	touched []*Worker // workers with notices to deliver after the unlock
 	holding int       // queues with holding set, bounded by MaxQueues
@@ -162,6 +163,7 @@ func NewManager(opts Options) *Manager {
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		stopped: make(chan struct{}),
+		timers:  timeheap.New(func(t *task) time.Time { return t.deadline }, func(t *task) *int { return &t.hidx }),
 	}
 	go m.run()
 	return m
@@ -858,10 +860,7 @@ func (m *Manager) Close() {
 	m.mu.Lock()
 	if !m.closed {
 		m.closed = true
-		for _, t := range m.timers {
-			t.hidx = -1
-		}
-		m.timers = nil
+		m.timers.Clear()
 		close(m.done)
 	}
 	m.unlock()

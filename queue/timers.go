@@ -1,49 +1,16 @@
 package queue
 
 import (
-	"container/heap"
 	"log/slog"
 	"time"
 )
-
-// timerHeap holds the offered and working tasks, earliest deadline first. A
-// task is in it at most once (it is either offered or working), and knows
-// its index, so that an answer removes its deadline in O(log n) rather than
-// leaving it to fire.
-type timerHeap []*task
-
-func (h timerHeap) Len() int           { return len(h) }
-func (h timerHeap) Less(i, j int) bool { return h[i].deadline.Before(h[j].deadline) }
-func (h timerHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].hidx = i
-	h[j].hidx = j
-}
-func (h *timerHeap) Push(x any) {
-	t := x.(*task)
-	t.hidx = len(*h)
-	*h = append(*h, t)
-}
-func (h *timerHeap) Pop() any {
-	old := *h
-	t := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	t.hidx = -1
-	return t
-}
 
 // schedule sets t's deadline, waking the timer goroutine when it is
 // earlier than the one the goroutine sleeps until. Deadlines mostly grow
 // (now plus a fixed timeout), so that the goroutine is rarely woken early.
 func (m *Manager) schedule(t *task, at time.Time) {
 	t.deadline = at
-	if t.hidx >= 0 {
-		heap.Fix(&m.timers, t.hidx)
-	} else {
-		heap.Push(&m.timers, t)
-	}
-	if t.hidx == 0 {
+	if m.timers.Set(t) {
 		m.wakeBy(at)
 	}
 }
@@ -60,11 +27,7 @@ func (m *Manager) wakeBy(at time.Time) {
 	}
 }
 
-func (m *Manager) unschedule(t *task) {
-	if t.hidx >= 0 {
-		heap.Remove(&m.timers, t.hidx)
-	}
-}
+func (m *Manager) unschedule(t *task) { m.timers.Remove(t) }
 
 // run is the timer goroutine: it sleeps until the earliest deadline, or
 // until schedule wakes it for an earlier one, and expires what is due; it
@@ -80,8 +43,8 @@ func (m *Manager) run() {
 		m.mu.Lock()
 		m.expire(now)
 		next := m.fade(now)
-		if len(m.timers) > 0 && (next.IsZero() || m.timers[0].deadline.Before(next)) {
-			next = m.timers[0].deadline
+		if at, ok := m.timers.Next(); ok && (next.IsZero() || at.Before(next)) {
+			next = at
 		}
 		m.armed = next
 		m.unlock()
@@ -102,8 +65,11 @@ func (m *Manager) run() {
 // refused, and a Complete task not done goes back; either way the worker is
 // told "expired".
 func (m *Manager) expire(now time.Time) {
-	for len(m.timers) > 0 && !m.timers[0].deadline.After(now) {
-		t := heap.Pop(&m.timers).(*task)
+	for {
+		t, ok := m.timers.PopDue(now)
+		if !ok {
+			return
+		}
 		h, q := t.holder, t.q
 		switch t.state {
 		case offered:

@@ -20,6 +20,7 @@ import (
 	"eventsrv/cluster"
 	"eventsrv/internal/deque"
 	"eventsrv/internal/logthrottle"
+	"eventsrv/internal/timeheap"
 	"eventsrv/queue"
 )
 
@@ -118,7 +119,7 @@ type Broker struct {
 	pullq     map[*jq]struct{} // queues that may need a pull request
 	peers     map[string]*peer // other instances, by id
 	clock     uint64           // worker stamps
-	timers    timerHeap
+	timers    timeheap.Heap[*jtask]
 	armed     time.Time
 	dirty     []*jq
 	touched   []*jw
@@ -179,6 +180,7 @@ func New(opts Options) *Broker {
 		pullq:      make(map[*jq]struct{}),
 		waiting:    make(map[string]chan *nats.Msg),
 		peers:      make(map[string]*peer),
+		timers:     timeheap.New(func(t *jtask) time.Time { return t.next }, func(t *jtask) *int { return &t.hidx }),
 		wakeTimer:  make(chan struct{}, 1),
 		wakePuller: make(chan struct{}, 1),
 		renewals:   make(chan renewJob, 1024),

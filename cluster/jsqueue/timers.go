@@ -1,36 +1,13 @@
 package jsqueue
 
 import (
-	"container/heap"
 	"log/slog"
 	"time"
 )
 
-// timerHeap holds the tasks held here, by their earliest timer: the end of
+// b.timers holds the tasks held here, by their earliest timer: the end of
 // an offer or of TaskTimeout, the renewal of their lease, the lease's end,
 // and how long a parked task has waited. A task is in it at most once.
-type timerHeap []*jtask
-
-func (h timerHeap) Len() int           { return len(h) }
-func (h timerHeap) Less(i, j int) bool { return h[i].next.Before(h[j].next) }
-func (h timerHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].hidx = i
-	h[j].hidx = j
-}
-func (h *timerHeap) Push(x any) {
-	t := x.(*jtask)
-	t.hidx = len(*h)
-	*h = append(*h, t)
-}
-func (h *timerHeap) Pop() any {
-	old := *h
-	t := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	t.hidx = -1
-	return t
-}
 
 // guard is how long before its lease ends this instance stops acting on a
 // task: an ack or nak sent later could reach JetStream after it delivered
@@ -70,12 +47,7 @@ func (b *Broker) wake(t *jtask) {
 		return
 	}
 	t.next = next
-	if t.hidx >= 0 {
-		heap.Fix(&b.timers, t.hidx)
-	} else {
-		heap.Push(&b.timers, t)
-	}
-	if t.hidx == 0 && (b.armed.IsZero() || next.Before(b.armed)) {
+	if b.timers.Set(t) && (b.armed.IsZero() || next.Before(b.armed)) {
 		b.armed = next
 		select {
 		case b.wakeTimer <- struct{}{}:
@@ -92,11 +64,7 @@ func earliest(a, b time.Time) time.Time {
 	return a
 }
 
-func (b *Broker) unschedule(t *jtask) {
-	if t.hidx >= 0 {
-		heap.Remove(&b.timers, t.hidx)
-	}
-}
+func (b *Broker) unschedule(t *jtask) { b.timers.Remove(t) }
 
 // runTimers sleeps until the earliest timer, or until wake arms an earlier
 // one, and handles what is due.
@@ -107,19 +75,19 @@ func (b *Broker) runTimers() {
 	for {
 		now := time.Now()
 		b.mu.Lock()
-		for len(b.timers) > 0 && !b.timers[0].next.After(now) && !b.closed {
-			t := heap.Pop(&b.timers).(*jtask)
+		for !b.closed {
+			t, ok := b.timers.PopDue(now)
+			if !ok {
+				break
+			}
 			b.fire(t, now)
 			if t.hidx >= 0 && !t.next.After(now) {
 				// Nothing it could do now (cannot happen): not again at once.
 				t.next = now.Add(b.tm.retry)
-				heap.Fix(&b.timers, t.hidx)
+				b.timers.Set(t)
 			}
 		}
-		var next time.Time
-		if len(b.timers) > 0 {
-			next = b.timers[0].next
-		}
+		next, _ := b.timers.Next()
 		b.armed = next
 		b.unlock()
 		timer.Stop()
