@@ -27,11 +27,16 @@ type fedHub struct {
 	gate  chan struct{}
 }
 
-// gate, when set, holds every Deliver until it is closed.
-func (h *fedHub) hold(gate chan struct{}) {
+// hold holds every Deliver until release is called (by the test, or at
+// its end, before the bus closes: its feed waits in Deliver).
+func (h *fedHub) hold(t *testing.T) (release func()) {
+	gate := make(chan struct{})
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	h.gate = gate
+	h.mu.Unlock()
+	release = sync.OnceFunc(func() { close(gate) })
+	t.Cleanup(release)
+	return release
 }
 
 type fedEvent struct {
@@ -217,16 +222,7 @@ func TestPublishWaitsForTheFeed(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	b, hub := openBusWith(t, Config{URLs: natstest.StartServer(t).URL(), Replicas: 1, PublishTimeout: timeout,
 		Limits: history.Limits{Size: 4, TTL: time.Hour}})
-	gate := make(chan struct{})
-	hub.hold(gate)
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			close(gate)
-		}
-	}
-	t.Cleanup(release) // before the bus closes: its feed waits in Deliver
+	release := hub.hold(t)
 
 	// Within the slack (2 events) of a feed that has taken nothing: at once.
 	for range 2 {
@@ -262,16 +258,7 @@ func TestPublishWaitsForTheFeed(t *testing.T) {
 // was acknowledged, and gives up when its context ends before that.
 func TestDrain(t *testing.T) {
 	b, hub := openBus(t, natstest.StartServer(t).URL(), 1)
-	gate := make(chan struct{})
-	hub.hold(gate)
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			close(gate)
-		}
-	}
-	t.Cleanup(release)
+	release := hub.hold(t)
 	var last string
 	for i := range 3 {
 		id, err := b.Publish("a", json.RawMessage(fmt.Sprint(i)))
