@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -272,4 +273,69 @@ func TestDrain(t *testing.T) {
 	release()
 	require.NoError(t, b.Drain(context.Background()))
 	assert.Equal(t, last, hub.Fed().String(), "drained before the last acknowledged event was fed")
+}
+
+// TestPublishWaitsForOtherFeeds: a publish is held while another live
+// instance's feed is more than half of HISTORY_SIZE behind it, as that
+// instance reports, and no longer once that instance is gone.
+func TestPublishWaitsForOtherFeeds(t *testing.T) {
+	const timeout = 400 * time.Millisecond
+	url := natstest.StartServer(t).URL()
+	cfg := Config{URLs: url, Replicas: 1, PublishTimeout: timeout, Limits: history.Limits{Size: 4, TTL: time.Hour}}
+	a, _ := openBusWith(t, cfg)
+	b, hubB := openBusWith(t, cfg)
+	release := hubB.hold(t)
+	// Instance b's feed is stuck at 0 once a has reported; a learns so
+	// from b's reports.
+	require.Eventually(t, func() bool { return a.peers.anyBehind(a.epoch.Load(), 1) }, 5*time.Second, 10*time.Millisecond,
+		"a never heard from b")
+
+	for i := range 2 {
+		start := time.Now()
+		_, err := a.Publish("a", json.RawMessage(fmt.Sprint(i)))
+		require.NoError(t, err)
+		assert.Less(t, time.Since(start), timeout, "a publish within the slack waited")
+	}
+	start := time.Now()
+	_, err := a.Publish("a", json.RawMessage("2"))
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, time.Since(start), timeout, "answered while b's feed was 3 events behind")
+
+	// b catches up: a's publishes go on.
+	release()
+	require.Eventually(t, func() bool { return !a.peers.anyBehind(a.epoch.Load(), 3) }, 5*time.Second, 10*time.Millisecond,
+		"b's feed never reported catching up")
+
+	// b goes away (its goodbye): nothing is held for it any more.
+	hubB.hold(t)
+	b.Close()
+	require.Eventually(t, func() bool { return !a.peers.anyBehind(a.epoch.Load(), math.MaxUint64) }, 5*time.Second, 10*time.Millisecond,
+		"b is still counted after its goodbye")
+}
+
+func TestParseProgress(t *testing.T) {
+	tests := []struct {
+		in      string
+		id      string
+		fed     history.ID
+		bye, ok bool
+	}{
+		{"abc 17 42", "abc", history.ID{Epoch: 17, Seq: 42}, false, true},
+		{"abc bye", "abc", history.ID{}, true, true},
+		{string(progressMsg("x", history.ID{Epoch: 1, Seq: 2})), "x", history.ID{Epoch: 1, Seq: 2}, false, true},
+		{"abc 17", "", history.ID{}, false, false},
+		{"abc 17 -1", "", history.ID{}, false, false},
+		{"abc x 1", "", history.ID{}, false, false},
+		{"", "", history.ID{}, false, false},
+		{"a b c d", "", history.ID{}, false, false},
+	}
+	for _, tt := range tests {
+		id, fed, bye, ok := parseProgress([]byte(tt.in))
+		assert.Equal(t, tt.ok, ok, "%q", tt.in)
+		if tt.ok {
+			assert.Equal(t, tt.id, id, "%q", tt.in)
+			assert.Equal(t, tt.fed, fed, "%q", tt.in)
+			assert.Equal(t, tt.bye, bye, "%q", tt.in)
+		}
+	}
 }

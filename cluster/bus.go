@@ -27,6 +27,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"eventsrv/history"
 	"eventsrv/internal/logthrottle"
@@ -126,6 +127,8 @@ type Bus struct {
 	lastSeq  atomic.Uint64 // the stream's last sequence, as last read
 	acked    atomic.Uint64 // the highest sequence this instance was acknowledged
 	notReady atomic.Pointer[string]
+	id       string // this instance, in its feed reports
+	peers    *peers // the other instances' feeds
 	closing  atomic.Bool
 	noAtomic atomic.Bool // the stream refused an atomic batch
 
@@ -143,7 +146,7 @@ func Open(cfg Config, hub Hub) (*Bus, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	b := &Bus{cfg: cfg, hub: hub, log: cfg.Log, quiet: logthrottle.New(5, time.Second), done: make(chan struct{}),
-		suspect: make(chan struct{}, 1)}
+		suspect: make(chan struct{}, 1), id: nuid.Next(), peers: newPeers()}
 	b.setNotReady("connecting to NATS")
 	opts := []nats.Option{
 		nats.Name("eventsrv"),
@@ -201,6 +204,11 @@ func Open(cfg Config, hub Hub) (*Bus, error) {
 		return nil, err
 	}
 	b.js = js
+	if _, err := b.listenPeers(); err != nil {
+		nc.Close()
+		b.embed.shutdown()
+		return nil, fmt.Errorf("subscribe to the instances' feed reports: %w", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b.cancel = cancel
 	go b.run(ctx)
@@ -313,28 +321,33 @@ func (b *Bus) await(f jetstream.PubAckFuture, epoch uint64, start, deadline time
 }
 
 // keepUp holds a publish acknowledged with seq, until deadline at the
-// latest, while this instance's feed is more than half of HISTORY_SIZE
-// behind it. Publishers must not outrun the feeds: JetStream acknowledges
-// whatever it stores, and the stream keeps HISTORY_SIZE events per name,
-// so a feed more than that behind finds events dropped before it read
-// them, and its subscribers are closed with 4005. That happened at full
-// load on 2 cores, when the load tool read so fast that the instances'
-// flushers never waited and the feeds fell behind. Holding the answers
-// slows this instance's publishers to the pace of its own feed; the
-// answer is OK all the same (the event is stored), at the deadline too.
+// latest, while this instance's feed, or another live instance's, is more
+// than half of HISTORY_SIZE behind it. Publishers must not outrun the
+// feeds: JetStream acknowledges whatever it stores, and the stream keeps
+// HISTORY_SIZE events per name, so a feed more than that behind finds
+// events dropped before it read them, and its subscribers are closed with
+// 4005. That happened at full load on 2 cores, when the load tool read so
+// fast that the instances' flushers never waited and the feeds, which do
+// the fan-out, fell behind. A single node has this backpressure by
+// construction: a POST does the fan-out. The answer is OK all the same
+// (the event is stored), at the deadline too. The other instances' feeds
+// are known from their reports (peers.go).
 func (b *Bus) keepUp(epoch, seq uint64, deadline time.Time) {
 	slack := uint64(max(b.cfg.Limits.Size, 0) / 2)
 	if seq <= slack {
 		return
 	}
-	if fed := b.hub.Fed(); fed.Epoch == epoch && fed.Seq+slack >= seq {
+	target := seq - slack
+	if fed := b.hub.Fed(); (fed.Epoch != epoch || fed.Seq >= target) && !b.peers.anyBehind(epoch, target) {
 		return
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	if !b.hub.AwaitFed(ctx, history.ID{Epoch: epoch, Seq: seq - slack}) {
-		b.quiet.Log(b.log, slog.LevelWarn, "answered a publish while this instance's feed is far behind the stream", "seq", seq, "fed", b.hub.Fed().Seq)
+	if b.hub.AwaitFed(ctx, history.ID{Epoch: epoch, Seq: target}) && b.peers.await(ctx, epoch, target) {
+		return
 	}
+	b.quiet.Log(b.log, slog.LevelWarn, "answered a publish while a feed is far behind the stream (this instance's or another's)",
+		"seq", seq, "fed", b.hub.Fed().Seq)
 }
 
 // errEpochChanged answers a publish acknowledged while the stream was
@@ -385,6 +398,12 @@ func (b *Bus) noteAcked(seq uint64) {
 // run follows the stream until Close, starting over after every failure.
 func (b *Bus) run(ctx context.Context) {
 	defer close(b.done)
+	reported := make(chan struct{})
+	go func() {
+		defer close(reported)
+		b.reportFeed(ctx)
+	}()
+	defer func() { <-reported }()
 	for ctx.Err() == nil {
 		err := b.follow(ctx)
 		if ctx.Err() != nil {

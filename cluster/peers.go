@@ -1,0 +1,173 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"eventsrv/history"
+)
+
+// The instances tell each other how far their feeds are, on the core NATS
+// subject <NATS_STREAM>_FEED.progress (nothing is stored): each says its
+// feed's epoch and sequence every reportMoving while the feed moves and
+// every reportIdle while it does not, and "bye" when it closes. A publish
+// is held (Bus.keepUp) while a live instance's feed is more than
+// HISTORY_SIZE/2 behind it, not only this instance's own: in a cluster the
+// feeds do the fan-out, JetStream acknowledges without waiting for them,
+// and a feed that falls HISTORY_SIZE events behind loses events to the
+// stream's limits. An instance not heard from for peerTTL is gone (it died,
+// or lost its connection) and holds nothing.
+const (
+	reportMoving = 100 * time.Millisecond
+	reportIdle   = 500 * time.Millisecond
+	peerTTL      = 1500 * time.Millisecond
+)
+
+// peerFeed is another instance's feed, as it last said.
+type peerFeed struct {
+	fed  history.ID
+	seen time.Time
+}
+
+// peers tracks the other instances' feeds.
+type peers struct {
+	mu    sync.Mutex
+	feeds map[string]peerFeed
+	moved chan struct{} // closed and replaced when a report comes
+}
+
+func newPeers() *peers { return &peers{feeds: make(map[string]peerFeed)} }
+
+// report records a report; "bye" removes the instance.
+func (p *peers) report(id string, fed history.ID, bye bool, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if bye {
+		delete(p.feeds, id)
+	} else {
+		p.feeds[id] = peerFeed{fed: fed, seen: now}
+	}
+	if p.moved != nil {
+		close(p.moved)
+		p.moved = nil
+	}
+}
+
+// behind returns a live instance whose feed of epoch is not yet through
+// seq, and when the first such instance would be gone; ok is false when
+// none is behind. Instances in another epoch are starting over, and hold
+// nothing.
+func (p *peers) behind(epoch, seq uint64, now time.Time) (id string, expires time.Time, ok bool) {
+	for pid, f := range p.feeds {
+		if now.Sub(f.seen) >= peerTTL {
+			delete(p.feeds, pid)
+			continue
+		}
+		if f.fed.Epoch == epoch && f.fed.Seq < seq {
+			return pid, f.seen.Add(peerTTL), true
+		}
+	}
+	return "", time.Time{}, false
+}
+
+// anyBehind reports whether a live instance's feed of epoch is not yet
+// through seq.
+func (p *peers) anyBehind(epoch, seq uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, _, ok := p.behind(epoch, seq, time.Now())
+	return ok
+}
+
+// await waits until no live instance's feed of epoch is behind seq, or ctx
+// ends; it reports whether none is.
+func (p *peers) await(ctx context.Context, epoch, seq uint64) bool {
+	for {
+		p.mu.Lock()
+		_, expires, ok := p.behind(epoch, seq, time.Now())
+		if !ok {
+			p.mu.Unlock()
+			return true
+		}
+		if p.moved == nil {
+			p.moved = make(chan struct{})
+		}
+		moved := p.moved
+		p.mu.Unlock()
+		gone := time.NewTimer(time.Until(expires))
+		select {
+		case <-moved:
+		case <-gone.C:
+		case <-ctx.Done():
+			gone.Stop()
+			return false
+		}
+		gone.Stop()
+	}
+}
+
+// progressMsg is a report: "<id> <epoch> <seq>", or "<id> bye".
+func progressMsg(id string, fed history.ID) []byte {
+	return fmt.Appendf(nil, "%s %d %d", id, fed.Epoch, fed.Seq)
+}
+
+// parseProgress parses a report; ok is false for anything else.
+func parseProgress(data []byte) (id string, fed history.ID, bye, ok bool) {
+	f := strings.Fields(string(data))
+	switch {
+	case len(f) == 2 && f[1] == "bye":
+		return f[0], history.ID{}, true, true
+	case len(f) != 3:
+		return "", history.ID{}, false, false
+	}
+	epoch, err1 := strconv.ParseUint(f[1], 10, 64)
+	seq, err2 := strconv.ParseUint(f[2], 10, 64)
+	if err1 != nil || err2 != nil {
+		return "", history.ID{}, false, false
+	}
+	return f[0], history.ID{Epoch: epoch, Seq: seq}, false, true
+}
+
+// progressSubject is the subject of the reports.
+func (b *Bus) progressSubject() string { return b.cfg.Stream + "_FEED.progress" }
+
+// listenPeers subscribes to the other instances' reports.
+func (b *Bus) listenPeers() (*nats.Subscription, error) {
+	return b.nc.Subscribe(b.progressSubject(), func(m *nats.Msg) {
+		id, fed, bye, ok := parseProgress(m.Data)
+		if !ok || id == b.id {
+			return
+		}
+		b.peers.report(id, fed, bye, time.Now())
+	})
+}
+
+// reportFeed says how far this instance's feed is until ctx ends, then
+// says bye.
+func (b *Bus) reportFeed(ctx context.Context) {
+	t := time.NewTicker(reportMoving)
+	defer t.Stop()
+	var last history.ID
+	var lastAt time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			_ = b.nc.Publish(b.progressSubject(), []byte(b.id+" bye"))
+			return
+		case now := <-t.C:
+			fed := b.hub.Fed()
+			if fed == last && now.Sub(lastAt) < reportIdle {
+				continue
+			}
+			if b.nc.Publish(b.progressSubject(), progressMsg(b.id, fed)) == nil {
+				last, lastAt = fed, now
+			}
+		}
+	}
+}
