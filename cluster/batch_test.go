@@ -339,3 +339,67 @@ func TestParseProgress(t *testing.T) {
 		}
 	}
 }
+
+// TestCatchingUpHoldsNobody: an instance whose feed is still reading the
+// stream's history for the first time holds no publisher, its own or
+// another's: scaling out must not stall every publish.
+func TestCatchingUpHoldsNobody(t *testing.T) {
+	const timeout = 400 * time.Millisecond
+	url := natstest.StartServer(t).URL()
+	cfg := Config{URLs: url, Replicas: 1, PublishTimeout: timeout, Limits: history.Limits{Size: 4, TTL: time.Hour}}
+	a, _ := openBusWith(t, cfg)
+	for i := range 10 {
+		_, err := a.Publish("a", json.RawMessage(fmt.Sprint(i)))
+		require.NoError(t, err)
+	}
+	// The reports, as every instance hears them.
+	nc, err := nats.Connect(url)
+	require.NoError(t, err)
+	defer nc.Close()
+	var mu sync.Mutex
+	heard := map[string]int{}
+	sub, err := nc.Subscribe("EVENTSRV_FEED.progress", func(m *nats.Msg) {
+		if id, _, _, ok := parseProgress(m.Data); ok {
+			mu.Lock()
+			heard[id]++
+			mu.Unlock()
+		}
+	})
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+	heardOf := func(b *Bus) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return heard[b.id]
+	}
+
+	// c starts with its feed stopped at the stream's first event. While a
+	// reports three times (its ticker is c's), c says nothing.
+	c, hubC := openBusWithHeld(t, cfg)
+	from := heardOf(a)
+	require.Eventually(t, func() bool { return heardOf(a) >= from+3 }, 5*time.Second, 10*time.Millisecond)
+	assert.Zero(t, heardOf(c), "a feed reading the stream's history reported")
+	for _, bus := range []*Bus{a, c, a} {
+		start := time.Now()
+		_, err := bus.Publish("a", json.RawMessage(`"next"`))
+		require.NoError(t, err)
+		assert.Less(t, time.Since(start), timeout, "held by a feed that has not caught up yet")
+	}
+	assert.False(t, c.caughtUp.Load())
+	assert.Zero(t, hubC.Fed().Seq)
+}
+
+// openBusWithHeld is openBusWith with the hub's deliveries held from the
+// start (until the test ends).
+func openBusWithHeld(t *testing.T, cfg Config) (*Bus, *fedHub) {
+	t.Helper()
+	hub := &fedHub{}
+	release := hub.hold(t)
+	cfg.Stream, cfg.DuplicateWindow = "EVENTSRV", time.Minute
+	b, err := Open(cfg, hub)
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	t.Cleanup(release) // first: the feed waits in Deliver
+	require.Eventually(t, func() bool { return b.Ready() == nil }, 10*time.Second, 10*time.Millisecond, "the bus is not ready")
+	return b, hub
+}

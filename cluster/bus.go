@@ -129,6 +129,10 @@ type Bus struct {
 	notReady atomic.Pointer[string]
 	id       string // this instance, in its feed reports
 	peers    *peers // the other instances' feeds
+	// caughtUp is set once the feed has reached the stream's end: a
+	// feed still reading the stream's history (a new instance) holds no
+	// publisher, or scaling out would stall every publish.
+	caughtUp atomic.Bool
 	closing  atomic.Bool
 	noAtomic atomic.Bool // the stream refused an atomic batch
 
@@ -338,12 +342,13 @@ func (b *Bus) keepUp(epoch, seq uint64, deadline time.Time) {
 		return
 	}
 	target := seq - slack
-	if fed := b.hub.Fed(); (fed.Epoch != epoch || fed.Seq >= target) && !b.peers.anyBehind(epoch, target) {
+	own := b.caughtUp.Load()
+	if fed := b.hub.Fed(); (!own || fed.Epoch != epoch || fed.Seq >= target) && !b.peers.anyBehind(epoch, target) {
 		return
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	if b.hub.AwaitFed(ctx, history.ID{Epoch: epoch, Seq: target}) && b.peers.await(ctx, epoch, target) {
+	if (!own || b.hub.AwaitFed(ctx, history.ID{Epoch: epoch, Seq: target})) && b.peers.await(ctx, epoch, target) {
 		return
 	}
 	b.quiet.Log(b.log, slog.LevelWarn, "answered a publish while a feed is far behind the stream (this instance's or another's)",
@@ -433,6 +438,9 @@ func (b *Bus) follow(ctx context.Context) error {
 	b.hub.SetEpoch(epoch)
 	b.epoch.Store(epoch)
 	b.lastSeq.Store(info.State.LastSeq)
+	if fed := b.hub.Fed(); info.State.LastSeq == 0 || fed.Epoch == epoch && fed.Seq >= info.State.LastSeq {
+		b.caughtUp.Store(true)
+	}
 	ccfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
 	if fed := b.hub.Fed(); fed.Seq > 0 {
 		ccfg.DeliverPolicy, ccfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, fed.Seq+1
@@ -554,6 +562,9 @@ func (b *Bus) deliver(epoch uint64, m jetstream.Msg) {
 	b.hub.Deliver(id, name, m.Data())
 	if last := md.Sequence.Stream + md.NumPending; last > b.lastSeq.Load() {
 		b.lastSeq.Store(last)
+	}
+	if md.NumPending == 0 && !b.caughtUp.Load() {
+		b.caughtUp.Store(true)
 	}
 }
 

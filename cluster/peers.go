@@ -22,7 +22,8 @@ import (
 // feeds do the fan-out, JetStream acknowledges without waiting for them,
 // and a feed that falls HISTORY_SIZE events behind loses events to the
 // stream's limits. An instance not heard from for peerTTL is gone (it died,
-// or lost its connection) and holds nothing.
+// or lost its connection) and holds nothing; so is one whose feed is still
+// reading the stream's history for the first time (it says nothing yet).
 const (
 	reportMoving = 100 * time.Millisecond
 	reportIdle   = 500 * time.Millisecond
@@ -161,6 +162,9 @@ func (b *Bus) reportFeed(ctx context.Context) {
 			_ = b.nc.Publish(b.progressSubject(), []byte(b.id+" bye"))
 			return
 		case now := <-t.C:
+			if !b.caughtUp.Load() {
+				continue // reading the stream's history: it holds nobody
+			}
 			fed := b.hub.Fed()
 			if fed == last && now.Sub(lastAt) < reportIdle {
 				continue
