@@ -30,8 +30,10 @@ const (
 //
 // It exists for POST /events' throughput: JetStream answers one
 // acknowledgement per batch rather than one per event, and replicates the
-// batch as one entry, which on a 3-node stream costs NATS and this
-// instance about half the work per event of publishing them one by one.
+// batch as one entry. On 3 nodes (R3) with batches of 100 that raised the
+// publish-only rate by about a fifth (0.6x to 0.74x of raw JetStream before
+// publishers were held to the feeds), eventsrv's CPU per event falling by
+// a tenth and NATS's hardly at all.
 //
 // Only for a replicated stream (NATS_REPLICAS above 1): JetStream stages
 // an R1 file stream's batch in a file store of its own, created for each

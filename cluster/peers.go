@@ -60,21 +60,21 @@ func (p *peers) report(id string, fed history.ID, bye bool, now time.Time) {
 	}
 }
 
-// behind returns a live instance whose feed of epoch is not yet through
-// seq, and when the first such instance would be gone; ok is false when
-// none is behind. Instances in another epoch are starting over, and hold
-// nothing.
-func (p *peers) behind(epoch, seq uint64, now time.Time) (id string, expires time.Time, ok bool) {
-	for pid, f := range p.feeds {
+// behind reports whether a live instance's feed of epoch is not yet
+// through seq, and when the first such instance found would be gone (it
+// forgets those gone already). Instances in another epoch are starting
+// over, and hold nothing.
+func (p *peers) behind(epoch, seq uint64, now time.Time) (expires time.Time, ok bool) {
+	for id, f := range p.feeds {
 		if now.Sub(f.seen) >= peerTTL {
-			delete(p.feeds, pid)
+			delete(p.feeds, id)
 			continue
 		}
 		if f.fed.Epoch == epoch && f.fed.Seq < seq {
-			return pid, f.seen.Add(peerTTL), true
+			return f.seen.Add(peerTTL), true
 		}
 	}
-	return "", time.Time{}, false
+	return time.Time{}, false
 }
 
 // anyBehind reports whether a live instance's feed of epoch is not yet
@@ -82,7 +82,7 @@ func (p *peers) behind(epoch, seq uint64, now time.Time) (id string, expires tim
 func (p *peers) anyBehind(epoch, seq uint64) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	_, _, ok := p.behind(epoch, seq, time.Now())
+	_, ok := p.behind(epoch, seq, time.Now())
 	return ok
 }
 
@@ -91,7 +91,7 @@ func (p *peers) anyBehind(epoch, seq uint64) bool {
 func (p *peers) await(ctx context.Context, epoch, seq uint64) bool {
 	for {
 		p.mu.Lock()
-		_, expires, ok := p.behind(epoch, seq, time.Now())
+		expires, ok := p.behind(epoch, seq, time.Now())
 		if !ok {
 			p.mu.Unlock()
 			return true
