@@ -129,7 +129,7 @@ func openBusWith(t *testing.T, cfg Config) (*Bus, *fedHub) {
 	b, err := Open(cfg, hub)
 	require.NoError(t, err)
 	t.Cleanup(b.Close)
-	require.Eventually(t, func() bool { return b.Ready() == nil }, 10*time.Second, 10*time.Millisecond, "the bus is not ready")
+	require.Eventually(t, func() bool { return b.Ready() == nil }, 30*time.Second, 10*time.Millisecond, "the bus is not ready")
 	return b, hub
 }
 
@@ -188,14 +188,20 @@ func TestPublishAtomic(t *testing.T) {
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s, err := js.Stream(ctx, "EVENTSRV")
-	require.NoError(t, err)
-	cfg := s.CachedInfo().Config
-	cfg.AllowAtomicPublish = false
-	_, err = js.UpdateStream(ctx, cfg)
-	require.NoError(t, err)
+	// A JetStream API request may go unanswered while the cluster is busy
+	// (it did under CI's -race run): each try has its own timeout.
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		s, err := js.Stream(ctx, "EVENTSRV")
+		if !assert.NoError(c, err) {
+			return
+		}
+		cfg := s.CachedInfo().Config
+		cfg.AllowAtomicPublish = false
+		_, err = js.UpdateStream(ctx, cfg)
+		assert.NoError(c, err)
+	}, 30*time.Second, 100*time.Millisecond, "the stream's atomic publish could not be turned off")
 	_, tried, err = b.PublishAtomic(3, batchOf("", "x"))
 	assert.NoError(t, err)
 	assert.False(t, tried)
@@ -220,7 +226,7 @@ func TestPublishAtomicNotOnR1(t *testing.T) {
 // instance's feed is more than half of HISTORY_SIZE behind it is answered
 // once the feed caught up, or at NATS_PUBLISH_TIMEOUT: OK either way.
 func TestPublishWaitsForTheFeed(t *testing.T) {
-	const timeout = 300 * time.Millisecond
+	const timeout = time.Second
 	b, hub := openBusWith(t, Config{URLs: natstest.StartServer(t).URL(), Replicas: 1, PublishTimeout: timeout,
 		Limits: history.Limits{Size: 4, TTL: time.Hour}})
 	release := hub.hold(t)
@@ -279,7 +285,7 @@ func TestDrain(t *testing.T) {
 // instance's feed is more than half of HISTORY_SIZE behind it, as that
 // instance reports, and no longer once that instance is gone.
 func TestPublishWaitsForOtherFeeds(t *testing.T) {
-	const timeout = 400 * time.Millisecond
+	const timeout = time.Second
 	url := natstest.StartServer(t).URL()
 	cfg := Config{URLs: url, Replicas: 1, PublishTimeout: timeout, Limits: history.Limits{Size: 4, TTL: time.Hour}}
 	a, _ := openBusWith(t, cfg)
@@ -344,7 +350,7 @@ func TestParseProgress(t *testing.T) {
 // stream's history for the first time holds no publisher, its own or
 // another's: scaling out must not stall every publish.
 func TestCatchingUpHoldsNobody(t *testing.T) {
-	const timeout = 400 * time.Millisecond
+	const timeout = time.Second
 	url := natstest.StartServer(t).URL()
 	cfg := Config{URLs: url, Replicas: 1, PublishTimeout: timeout, Limits: history.Limits{Size: 4, TTL: time.Hour}}
 	a, _ := openBusWith(t, cfg)
@@ -400,6 +406,6 @@ func openBusWithHeld(t *testing.T, cfg Config) (*Bus, *fedHub) {
 	require.NoError(t, err)
 	t.Cleanup(b.Close)
 	t.Cleanup(release) // first: the feed waits in Deliver
-	require.Eventually(t, func() bool { return b.Ready() == nil }, 10*time.Second, 10*time.Millisecond, "the bus is not ready")
+	require.Eventually(t, func() bool { return b.Ready() == nil }, 30*time.Second, 10*time.Millisecond, "the bus is not ready")
 	return b, hub
 }
