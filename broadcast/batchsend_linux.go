@@ -35,9 +35,14 @@ type batchSender struct {
 
 // ringProbe is the fate of the process's first ring: after a refusal no
 // flusher of any hub tries again, and the refusal is logged once.
-var ringProbe struct {
-	sync.Once
-	err error
+var ringProbe = &probe{newRing: uring.New}
+
+// probe makes rings, and remembers whether the first was refused; newRing
+// is uring.New but in the test of a refusal.
+type probe struct {
+	once    sync.Once
+	err     error
+	newRing func(entries uint32) (*uring.Ring, error)
 }
 
 // newBatchSender returns the flusher's batch sender, or nil when the hub
@@ -49,16 +54,17 @@ func (f *flushers) newBatchSender() *batchSender {
 	var ring *uring.Ring
 	var err error
 	first := false
-	ringProbe.Do(func() {
+	p := ringProbe
+	p.once.Do(func() {
 		first = true
-		ring, err = uring.New(flushBatch)
-		ringProbe.err = err
+		ring, err = p.newRing(flushBatch)
+		p.err = err
 	})
 	switch {
-	case !first && ringProbe.err != nil:
+	case !first && p.err != nil:
 		return nil // refused, and logged, once already
 	case !first:
-		ring, err = uring.New(flushBatch)
+		ring, err = p.newRing(flushBatch)
 	}
 	if err != nil {
 		f.onRefused(err)

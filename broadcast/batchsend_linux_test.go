@@ -3,6 +3,8 @@ package broadcast
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/gorilla/websocket"
@@ -50,4 +52,42 @@ func TestWritesWithAndWithoutIOURing(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestIOURingRefused: where io_uring is refused (Docker's default seccomp
+// profile, an old kernel), the first ring's refusal is logged once, no
+// flusher of this hub or a later one tries again, and every write is a
+// send(2) that delivers everything.
+func TestIOURingRefused(t *testing.T) {
+	calls := 0
+	saved := ringProbe
+	ringProbe = &probe{newRing: func(uint32) (*uring.Ring, error) {
+		calls++
+		return nil, fmt.Errorf("%w: io_uring_setup: operation not permitted (the test)", uring.ErrUnavailable)
+	}}
+	t.Cleanup(func() { ringProbe = saved })
+
+	var logs syncBuffer
+	for hub := range 2 {
+		opts := testOptions()
+		opts.Log = slog.New(slog.NewTextHandler(&logs, nil))
+		h, url := newTestHub(t, opts)
+		conns := make([]*websocket.Conn, flushBatch+5)
+		for i := range conns {
+			conns[i] = subscribe(t, websocket.DefaultDialer, url)
+		}
+		for seq := 1; seq <= 3; seq++ {
+			_, err := h.Publish("a", []byte(fmt.Sprint(seq)))
+			require.NoError(t, err)
+		}
+		for i, conn := range conns {
+			for seq := 1; seq <= 3; seq++ {
+				require.Equal(t, fmt.Sprintf(`{"type":"event","id":"7-%d","event":"a","data":%d}`, seq, seq), readText(t, conn), "hub %d, subscriber %d", hub, i)
+			}
+		}
+		assert.Zero(t, h.flush.submissions.Load(), "hub %d: a submission without a ring", hub)
+	}
+	assert.Equal(t, 1, calls, "a ring was tried again after the refusal")
+	assert.Equal(t, 1, strings.Count(logs.String(), "io_uring refused"), "logged once: %s", logs.String())
+	assert.Contains(t, logs.String(), "operation not permitted (the test)")
 }
