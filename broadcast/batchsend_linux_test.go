@@ -31,19 +31,7 @@ func TestWritesWithAndWithoutIOURing(t *testing.T) {
 			h, url := newTestHub(t, opts)
 			// More subscribers than one flusher batch, so that batches
 			// are full and the helper may share them.
-			conns := make([]*websocket.Conn, 2*flushBatch+5)
-			for i := range conns {
-				conns[i] = subscribe(t, websocket.DefaultDialer, url)
-			}
-			for seq := 1; seq <= 5; seq++ {
-				_, err := h.Publish("a", []byte(fmt.Sprint(seq)))
-				require.NoError(t, err)
-			}
-			for i, conn := range conns {
-				for seq := 1; seq <= 5; seq++ {
-					require.Equal(t, fmt.Sprintf(`{"type":"event","id":"7-%d","event":"a","data":%d}`, seq, seq), readText(t, conn), "subscriber %d", i)
-				}
-			}
+			requireAllDelivered(t, h, url, 2*flushBatch+5, 5)
 			submissions := h.flush.submissions.Load()
 			if on {
 				assert.Positive(t, submissions, "the flushers wrote through io_uring")
@@ -72,22 +60,30 @@ func TestIOURingRefused(t *testing.T) {
 		opts := testOptions()
 		opts.Log = slog.New(slog.NewTextHandler(&logs, nil))
 		h, url := newTestHub(t, opts)
-		conns := make([]*websocket.Conn, flushBatch+5)
-		for i := range conns {
-			conns[i] = subscribe(t, websocket.DefaultDialer, url)
-		}
-		for seq := 1; seq <= 3; seq++ {
-			_, err := h.Publish("a", []byte(fmt.Sprint(seq)))
-			require.NoError(t, err)
-		}
-		for i, conn := range conns {
-			for seq := 1; seq <= 3; seq++ {
-				require.Equal(t, fmt.Sprintf(`{"type":"event","id":"7-%d","event":"a","data":%d}`, seq, seq), readText(t, conn), "hub %d, subscriber %d", hub, i)
-			}
-		}
+		requireAllDelivered(t, h, url, flushBatch+5, 3)
 		assert.Zero(t, h.flush.submissions.Load(), "hub %d: a submission without a ring", hub)
 	}
 	assert.Equal(t, 1, calls, "a ring was tried again after the refusal")
 	assert.Equal(t, 1, strings.Count(logs.String(), "io_uring refused"), "logged once: %s", logs.String())
 	assert.Contains(t, logs.String(), "operation not permitted (the test)")
+}
+
+// requireAllDelivered connects subs subscribers to h's event "a" at url,
+// publishes events 1..n (IDs 7-1, 7-2, ...), and requires every subscriber
+// to get all of them, in order.
+func requireAllDelivered(t *testing.T, h *Hub, url string, subs, n int) {
+	t.Helper()
+	conns := make([]*websocket.Conn, subs)
+	for i := range conns {
+		conns[i] = subscribe(t, websocket.DefaultDialer, url)
+	}
+	for seq := 1; seq <= n; seq++ {
+		_, err := h.Publish("a", []byte(fmt.Sprint(seq)))
+		require.NoError(t, err)
+	}
+	for i, conn := range conns {
+		for seq := 1; seq <= n; seq++ {
+			require.Equal(t, fmt.Sprintf(`{"type":"event","id":"7-%d","event":"a","data":%d}`, seq, seq), readText(t, conn), "subscriber %d", i)
+		}
+	}
 }

@@ -233,16 +233,12 @@ func TestPublishWaitsForTheFeed(t *testing.T) {
 
 	// Within the slack (2 events) of a feed that has taken nothing: at once.
 	for range 2 {
-		start := time.Now()
-		_, err := b.Publish("a", json.RawMessage("1"))
-		require.NoError(t, err)
-		assert.Less(t, time.Since(start), timeout, "a publish within the slack waited")
+		_, took := publishTimed(t, b, "1")
+		assert.Less(t, took, timeout, "a publish within the slack waited")
 	}
 	// The third is held until its deadline, then answered all the same.
-	start := time.Now()
-	id, err := b.Publish("a", json.RawMessage("3"))
-	require.NoError(t, err)
-	assert.GreaterOrEqual(t, time.Since(start), timeout, "answered while the feed was 3 events behind")
+	id, took := publishTimed(t, b, "3")
+	assert.GreaterOrEqual(t, took, timeout, "answered while the feed was 3 events behind")
 	got, err := history.ParseID(id)
 	require.NoError(t, err)
 	assert.Equal(t, uint64(3), got.Seq)
@@ -256,7 +252,7 @@ func TestPublishWaitsForTheFeed(t *testing.T) {
 		done <- time.Since(start)
 	}()
 	release()
-	took := <-done
+	took = <-done
 	assert.GreaterOrEqual(t, hub.Fed().Seq, uint64(2), "answered before the feed was within the slack")
 	t.Logf("answered %v after the feed was let go", took)
 }
@@ -297,15 +293,11 @@ func TestPublishWaitsForOtherFeeds(t *testing.T) {
 		"a never heard from b")
 
 	for i := range 2 {
-		start := time.Now()
-		_, err := a.Publish("a", json.RawMessage(fmt.Sprint(i)))
-		require.NoError(t, err)
-		assert.Less(t, time.Since(start), timeout, "a publish within the slack waited")
+		_, took := publishTimed(t, a, fmt.Sprint(i))
+		assert.Less(t, took, timeout, "a publish within the slack waited")
 	}
-	start := time.Now()
-	_, err := a.Publish("a", json.RawMessage("2"))
-	require.NoError(t, err)
-	assert.GreaterOrEqual(t, time.Since(start), timeout, "answered while b's feed was 3 events behind")
+	_, took := publishTimed(t, a, "2")
+	assert.GreaterOrEqual(t, took, timeout, "answered while b's feed was 3 events behind")
 
 	// b catches up: a's publishes go on.
 	release()
@@ -386,10 +378,8 @@ func TestCatchingUpHoldsNobody(t *testing.T) {
 	require.Eventually(t, func() bool { return heardOf(a) >= from+3 }, 5*time.Second, 10*time.Millisecond)
 	assert.Zero(t, heardOf(c), "a feed reading the stream's history reported")
 	for _, bus := range []*Bus{a, c, a} {
-		start := time.Now()
-		_, err := bus.Publish("a", json.RawMessage(`"next"`))
-		require.NoError(t, err)
-		assert.Less(t, time.Since(start), timeout, "held by a feed that has not caught up yet")
+		_, took := publishTimed(t, bus, `"next"`)
+		assert.Less(t, took, timeout, "held by a feed that has not caught up yet")
 	}
 	assert.False(t, c.caughtUp.Load())
 	assert.Zero(t, hubC.Fed().Seq)
@@ -408,4 +398,14 @@ func openBusWithHeld(t *testing.T, cfg Config) (*Bus, *fedHub) {
 	t.Cleanup(release) // first: the feed waits in Deliver
 	require.Eventually(t, func() bool { return b.Ready() == nil }, 30*time.Second, 10*time.Millisecond, "the bus is not ready")
 	return b, hub
+}
+
+// publishTimed publishes an event named "a" with data through b, requires
+// OK, and returns its ID and how long the answer took.
+func publishTimed(t *testing.T, b *Bus, data string) (string, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	id, err := b.Publish("a", json.RawMessage(data))
+	require.NoError(t, err)
+	return id, time.Since(start)
 }

@@ -106,19 +106,23 @@ type Broker struct {
 	askMu    sync.Mutex
 	waiting  map[string]chan *nats.Msg // replies awaited, by token
 
-	mu        sync.Mutex
-	closed    bool
-	queues    map[string]*jq
-	tasks     map[string]*jtask // held here, or remembered (finished, given back)
-	workers   map[*queue.Worker]*jw
-	left      map[*queue.Worker]time.Time // workers that left, so that they cannot join again
-	leftJW    map[*queue.Worker]*jw       // and what they were, for their late answers
-	streamH   jetstream.Stream
-	subjN     int              // queues holding tasks, as JetStream last said
-	subjAt    time.Time        // when
-	pullq     map[*jq]struct{} // queues that may need a pull request
-	peers     map[string]*peer // other instances, by id
-	clock     uint64           // worker stamps
+	mu      sync.Mutex
+	closed  bool
+	queues  map[string]*jq
+	tasks   map[string]*jtask // held here, or remembered (finished, given back)
+	workers map[*queue.Worker]*jw
+	left    map[*queue.Worker]time.Time // workers that left, so that they cannot join again
+	leftJW  map[*queue.Worker]*jw       // and what they were, for their late answers
+	streamH jetstream.Stream
+	subjN   int              // queues holding tasks, as JetStream last said
+	subjAt  time.Time        // when
+	pullq   map[*jq]struct{} // queues that may need a pull request
+	peers   map[string]*peer // other instances, by id
+	clock   uint64           // worker stamps
+	// timers holds the tasks held here, by their earliest timer: the end
+	// of an offer or of TaskTimeout, the renewal of their lease, the
+	// lease's end, and how long a parked task has waited. A task is in
+	// it at most once.
 	timers    timeheap.Heap[*jtask]
 	armed     time.Time
 	dirty     []*jq

@@ -5,10 +5,6 @@ import (
 	"time"
 )
 
-// b.timers holds the tasks held here, by their earliest timer: the end of
-// an offer or of TaskTimeout, the renewal of their lease, the lease's end,
-// and how long a parked task has waited. A task is in it at most once.
-
 // guard is how long before its lease ends this instance stops acting on a
 // task: an ack or nak sent later could reach JetStream after it delivered
 // the task to another instance.
