@@ -311,6 +311,41 @@ func TestPublishWaitsForOtherFeeds(t *testing.T) {
 		"b is still counted after its goodbye")
 }
 
+// TestReportsByCount: a feed reports as soon as it has moved a quarter of
+// the hold's slack, not only on its timer, so that a publisher held behind
+// it is let go at once. The timer is made an hour long here: every report
+// seen is one by count.
+func TestReportsByCount(t *testing.T) {
+	url := natstest.StartServer(t).URL()
+	b, hub := openBusWith(t, Config{URLs: url, Replicas: 1, PublishTimeout: 5 * time.Second,
+		Limits: history.Limits{Size: 160, TTL: time.Hour}, reportEvery: time.Hour})
+	require.Equal(t, uint64(20), b.step, "a quarter of the slack of 80")
+
+	nc, err := nats.Connect(url)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	reports, err := nc.SubscribeSync(b.progressSubject())
+	require.NoError(t, err)
+	require.NoError(t, nc.Flush())
+
+	for i := range 19 {
+		_, err := b.Publish("a", json.RawMessage(fmt.Sprint(i)))
+		require.NoError(t, err)
+	}
+	require.True(t, hub.AwaitFed(context.Background(), history.ID{Epoch: b.epoch.Load(), Seq: 19}))
+	_, err = reports.NextMsg(100 * time.Millisecond)
+	require.ErrorIs(t, err, nats.ErrTimeout, "a report before the feed moved 20 events")
+
+	_, err = b.Publish("a", json.RawMessage("19"))
+	require.NoError(t, err)
+	m, err := reports.NextMsg(5 * time.Second)
+	require.NoError(t, err, "no report after the feed moved 20 events")
+	id, fed, _, ok := parseProgress(m.Data)
+	require.True(t, ok)
+	assert.Equal(t, b.id, id)
+	assert.GreaterOrEqual(t, fed.Seq, uint64(20))
+}
+
 func TestParseProgress(t *testing.T) {
 	tests := []struct {
 		in      string

@@ -55,6 +55,11 @@ type Config struct {
 	Log    *slog.Logger
 	// Metrics, when set, observes publish latency.
 	Metrics Metrics
+
+	// reportEvery is the feed reports' interval while the feed moves;
+	// zero is reportMoving (a test makes it long, to see the reports by
+	// count alone).
+	reportEvery time.Duration
 }
 
 // Metrics is what the bus reports besides its Stats.
@@ -135,6 +140,11 @@ type Bus struct {
 	caughtUp atomic.Bool
 	closing  atomic.Bool
 	noAtomic atomic.Bool // the stream refused an atomic batch
+	// reported is the sequence of the last feed report; progressed wakes
+	// the reporter once the feed is step past it (peers.go).
+	reported   atomic.Uint64
+	step       uint64
+	progressed chan struct{}
 
 	closeOnce sync.Once
 	// suspect asks the follow loop to read the stream's state now: its
@@ -150,7 +160,8 @@ func Open(cfg Config, hub Hub) (*Bus, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	b := &Bus{cfg: cfg, hub: hub, log: cfg.Log, quiet: logthrottle.New(5, time.Second), done: make(chan struct{}),
-		suspect: make(chan struct{}, 1), id: nuid.Next(), peers: newPeers()}
+		suspect: make(chan struct{}, 1), id: nuid.Next(), peers: newPeers(), progressed: make(chan struct{}, 1)}
+	b.step = b.reportStep()
 	b.setNotReady("connecting to NATS")
 	opts := []nats.Option{
 		nats.Name("eventsrv"),
@@ -560,6 +571,7 @@ func (b *Bus) deliver(epoch uint64, m jetstream.Msg) {
 		return
 	}
 	b.hub.Deliver(id, name, m.Data())
+	b.fedTo(id.Seq)
 	if last := md.Sequence.Stream + md.NumPending; last > b.lastSeq.Load() {
 		b.lastSeq.Store(last)
 	}
