@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,6 +61,9 @@ type Config struct {
 	// zero is reportMoving (a test makes it long, to see the reports by
 	// count alone).
 	reportEvery time.Duration
+	// livePending, when set, bounds the live messages waiting for the feed
+	// (NATS's default is 512k): a test makes it small, to drop some.
+	livePending int
 }
 
 // Metrics is what the bus reports besides its Stats.
@@ -102,11 +106,11 @@ func (e *Unavailable) NotStored() bool { return e.notStored }
 
 func unavailable(advice string, err error) error { return &Unavailable{advice: advice, err: err} }
 
-// Timings of the feed: a pull request lasts pullExpiry, and the server sends
-// a heartbeat every pullHeartbeat while it has nothing; two missed
-// heartbeats make the ordered consumer recreate itself (on another node if
-// its node is gone), so a lost consumer stalls the feed for about
-// 2×pullHeartbeat plus the time to create a new one.
+// Timings of the feed's catch-up consumer (feed.go): a pull request lasts
+// pullExpiry, and the server sends a heartbeat every pullHeartbeat while it
+// has nothing; two missed heartbeats make the ordered consumer recreate
+// itself (on another node if its node is gone), so a lost consumer stalls
+// the catch-up for about 2×pullHeartbeat plus the time to create a new one.
 const (
 	pullExpiry    = 5 * time.Second
 	pullHeartbeat = time.Second
@@ -181,6 +185,14 @@ func Open(cfg Config, hub Hub) (*Bus, error) {
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			b.log.Info("NATS connection back", "server", nc.ConnectedUrlRedacted())
 		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrSlowConsumer) && sub != nil && strings.HasPrefix(sub.Subject, livePrefix(cfg.Stream)) {
+				// feed.go: the gap is caught up from the stream.
+				b.quiet.Log(b.log, slog.LevelWarn, "the feed fell behind the live messages and dropped some; it reads them from the NATS stream")
+				return
+			}
+			b.quiet.Log(b.log, slog.LevelWarn, "NATS reported an error", "err", err)
+		}),
 	}
 	url := cfg.URLs
 	if cfg.Embed != "" {
@@ -223,6 +235,13 @@ func Open(cfg Config, hub Hub) (*Bus, error) {
 		nc.Close()
 		b.embed.shutdown()
 		return nil, fmt.Errorf("subscribe to the instances' feed reports: %w", err)
+	}
+	// Without a catch-up consumer, which would be deleted with it, this is
+	// how a follow learns at once that its stream was deleted.
+	if _, err := nc.Subscribe(streamDeletedSubject(cfg.Stream), func(*nats.Msg) { b.streamGone() }); err != nil {
+		nc.Close()
+		b.embed.shutdown()
+		return nil, fmt.Errorf("subscribe to JetStream's stream advisories: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b.cancel = cancel
@@ -438,7 +457,8 @@ func (b *Bus) run(ctx context.Context) {
 var errNewEpoch = errors.New("the stream was created anew")
 
 // follow makes sure the stream exists, feeds the hub from it from where the
-// hub is, and watches it until something goes wrong.
+// hub is (feed.go: live, and a catch-up consumer after a gap), and watches
+// it until something goes wrong.
 func (b *Bus) follow(ctx context.Context) error {
 	stream, err := b.ensureStream(ctx)
 	if err != nil {
@@ -449,53 +469,130 @@ func (b *Bus) follow(ctx context.Context) error {
 	b.hub.SetEpoch(epoch)
 	b.epoch.Store(epoch)
 	b.lastSeq.Store(info.State.LastSeq)
-	if fed := b.hub.Fed(); info.State.LastSeq == 0 || fed.Epoch == epoch && fed.Seq >= info.State.LastSeq {
+	fed := b.hub.Fed().Seq
+	if fed >= info.State.LastSeq {
 		b.caughtUp.Store(true)
 	}
-	ccfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
-	if fed := b.hub.Fed(); fed.Seq > 0 {
-		ccfg.DeliverPolicy, ccfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, fed.Seq+1
-	}
-	cons, err := stream.OrderedConsumer(ctx, ccfg)
+	destination := info.Config.RePublish.Destination
+	f := newFeed(b, epoch, fed, destination)
+	// Live first, so that nothing stored from now on falls between it
+	// and the catch-up consumer.
+	sub, err := b.nc.Subscribe(destination, f.live)
 	if err != nil {
-		return fmt.Errorf("create the feed's consumer: %w", err)
+		return fmt.Errorf("subscribe to the stream's live messages: %w", err)
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) { b.deliver(epoch, m) },
-		jetstream.PullExpiry(pullExpiry), jetstream.PullHeartbeat(pullHeartbeat),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			b.quiet.Log(b.log, slog.LevelWarn, "NATS stream feed interrupted; it resumes by itself", "err", err)
-			if errors.Is(err, jetstream.ErrConsumerDeleted) {
-				// Deleting the stream deletes its consumers. Until the
-				// stream's state is read again, no answer may carry this
-				// epoch: a stream created anew numbers from 1 again.
-				b.epoch.Store(0)
-				b.setNotReady("the feed's consumer was deleted: checking the stream")
-				select {
-				case b.suspect <- struct{}{}:
-				default:
-				}
-			}
-		}))
+	defer func() { _ = sub.Unsubscribe() }()
+	if n := b.cfg.livePending; n > 0 {
+		_ = sub.SetPendingLimits(n, -1)
+	}
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err = b.nc.FlushWithContext(fctx)
+	cancel()
 	if err != nil {
-		return fmt.Errorf("consume the stream: %w", err)
+		return fmt.Errorf("subscribe to the stream's live messages: %w", err)
 	}
-	defer cc.Stop()
+	c := &catchUp{b: b, f: f, stream: stream}
+	defer c.stop()
+	if fed < info.State.LastSeq {
+		f.want("the feed starts behind the stream")
+	}
 	b.notReady.Store(nil)
 	b.log.Info("following the NATS stream", "stream", b.cfg.Stream, "epoch", epoch,
 		"first", info.State.FirstSeq, "last", info.State.LastSeq)
 	t := time.NewTicker(watchInterval)
 	defer t.Stop()
+	stuck, since := uint64(math.MaxUint64), time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-f.changed:
+			if err := c.reconcile(ctx); err != nil {
+				return err
+			}
+			continue
 		case <-t.C:
 		case <-b.suspect:
 		}
 		if err := b.watch(ctx, stream, epoch); err != nil {
 			return err
 		}
+		// A gap with nothing after it: the stream has more than the feed,
+		// which has not moved for a watch interval (timed, not counted in
+		// looks: a suspicion looks again at once).
+		switch pos, catching := f.position(); {
+		case pos != stuck:
+			stuck, since = pos, time.Now()
+		case !catching && pos < b.lastSeq.Load() && time.Since(since) >= watchInterval:
+			f.want("the stream is ahead of the feed, which has not moved for " + watchInterval.String())
+		}
 	}
+}
+
+// catchUp runs a follow's catch-up consumer when its feed wants it.
+type catchUp struct {
+	b      *Bus
+	f      *feed
+	stream jetstream.Stream
+	cc     jetstream.ConsumeContext
+}
+
+// reconcile starts or stops the consumer as the feed wants.
+func (c *catchUp) reconcile(ctx context.Context) error {
+	_, want := c.f.position()
+	switch {
+	case want && c.cc == nil:
+		return c.start(ctx)
+	case !want && c.cc != nil:
+		c.stop()
+	}
+	return nil
+}
+
+func (c *catchUp) start(ctx context.Context) error {
+	b := c.b
+	gen, fed := c.f.nextGen()
+	cons, err := c.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: fed + 1,
+		// A stopped consumer is left to the server to remove.
+		InactiveThreshold: 30 * time.Second,
+	})
+	if err != nil {
+		return fmt.Errorf("create the feed's consumer: %w", err)
+	}
+	c.cc, err = cons.Consume(func(m jetstream.Msg) { c.f.caughtUpFrom(gen, m) },
+		jetstream.PullExpiry(pullExpiry), jetstream.PullHeartbeat(pullHeartbeat),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			b.quiet.Log(b.log, slog.LevelWarn, "NATS stream feed interrupted; it resumes by itself", "err", err)
+			if errors.Is(err, jetstream.ErrConsumerDeleted) {
+				b.streamGone()
+			}
+		}))
+	if err != nil {
+		return fmt.Errorf("consume the stream: %w", err)
+	}
+	return nil
+}
+
+func (c *catchUp) stop() {
+	if c.cc != nil {
+		c.cc.Stop()
+		c.cc = nil
+		c.f.nextGen()
+	}
+}
+
+// streamDeletedSubject is JetStream's advisory of stream's deletion.
+func streamDeletedSubject(stream string) string { return "$JS.EVENT.ADVISORY.STREAM.DELETED." + stream }
+
+// streamGone is called when the stream may have been deleted (its
+// consumer was, or JetStream said so): until the stream's state is read
+// again, no answer may carry this epoch, for a stream created anew numbers
+// from 1 again.
+func (b *Bus) streamGone() {
+	b.epoch.Store(0)
+	b.setNotReady("the stream or the feed's consumer was deleted: checking the stream")
+	signal(b.suspect)
 }
 
 // watch reads the stream's state: a new epoch ends the follow; a stream
@@ -550,36 +647,6 @@ func quorumLost(c *jetstream.ClusterInfo) string {
 	return ""
 }
 
-// deliver hands one message of the stream to the hub.
-func (b *Bus) deliver(epoch uint64, m jetstream.Msg) {
-	md, err := m.Metadata()
-	if err != nil {
-		return
-	}
-	if b.epoch.Load() != epoch {
-		// The stream was deleted (and perhaps created anew, which the
-		// ordered consumer follows by name): its messages are not of
-		// this epoch. The follow starts over with the new one.
-		return
-	}
-	id := history.ID{Epoch: epoch, Seq: md.Sequence.Stream}
-	name, ok := Name(b.cfg.Stream, m.Subject())
-	if !ok || !json.Valid(m.Data()) {
-		// Not published by eventsrv: passed over, which loses nothing.
-		b.quiet.Log(b.log, slog.LevelWarn, "skipped a message of the NATS stream that eventsrv did not publish", "seq", md.Sequence.Stream)
-		b.hub.Skip(id)
-		return
-	}
-	b.hub.Deliver(id, name, m.Data())
-	b.fedTo(id.Seq)
-	if last := md.Sequence.Stream + md.NumPending; last > b.lastSeq.Load() {
-		b.lastSeq.Store(last)
-	}
-	if md.NumPending == 0 && !b.caughtUp.Load() {
-		b.caughtUp.Store(true)
-	}
-}
-
 // ensureStream creates the stream, or brings an existing one's limits to
 // the configuration.
 func (b *Bus) ensureStream(ctx context.Context) (jetstream.Stream, error) {
@@ -603,6 +670,8 @@ func (b *Bus) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 		Duplicates:        b.cfg.DuplicateWindow,
 		// POST /events stores a batch as one (PublishAtomic).
 		AllowAtomicPublish: true,
+		// The feeds' live source (feed.go).
+		RePublish: &jetstream.RePublish{Source: b.cfg.Stream + ".>", Destination: newLiveDestination(b.cfg.Stream)},
 	}
 	if l.MaxBytes > 0 {
 		cfg.MaxBytes = int64(min(l.MaxBytes, math.MaxInt64))
@@ -615,6 +684,9 @@ func (b *Bus) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 	case err == nil && sameLimits(s.CachedInfo().Config, cfg):
 		return s, nil
 	case err == nil:
+		if have := s.CachedInfo().Config.RePublish; liveRePublish(have, cfg.RePublish) {
+			cfg.RePublish = have // its subscribers' subject
+		}
 		if s, err = b.js.UpdateStream(ctx, cfg); err != nil {
 			return nil, fmt.Errorf("update stream %s to the HISTORY_ settings: %w", b.cfg.Stream, err)
 		}
@@ -638,7 +710,15 @@ func sameLimits(have, want jetstream.StreamConfig) bool {
 	return slices.Equal(have.Subjects, want.Subjects) && have.MaxMsgsPerSubject == want.MaxMsgsPerSubject &&
 		have.MaxAge == want.MaxAge && have.MaxBytes == want.MaxBytes && have.Replicas == want.Replicas &&
 		have.Duplicates == want.Duplicates && have.Discard == want.Discard && have.MaxMsgs == want.MaxMsgs &&
-		have.AllowAtomicPublish == want.AllowAtomicPublish
+		have.AllowAtomicPublish == want.AllowAtomicPublish && liveRePublish(have.RePublish, want.RePublish)
+}
+
+// liveRePublish reports whether a stream's RePublish is the feeds' live
+// source, as want is, whatever its nonce.
+func liveRePublish(have, want *jetstream.RePublish) bool {
+	return have != nil && have.Source == want.Source && !have.HeadersOnly &&
+		strings.HasPrefix(have.Destination, livePrefix(strings.TrimSuffix(want.Source, ".>"))) &&
+		strings.HasSuffix(have.Destination, ".>") && strings.Count(have.Destination, ".") == strings.Count(want.Destination, ".")
 }
 
 // Drain waits until the hub has been fed every event this instance was
