@@ -408,7 +408,7 @@ func TestCatchingUpHoldsNobody(t *testing.T) {
 
 	// c starts with its feed stopped at the stream's first event. While a
 	// reports three times (its ticker is c's), c says nothing.
-	c, hubC := openBusWithHeld(t, cfg)
+	c, hubC, _ := openBusWithHeld(t, cfg)
 	from := heardOf(a)
 	require.Eventually(t, func() bool { return heardOf(a) >= from+3 }, 5*time.Second, 10*time.Millisecond)
 	assert.Zero(t, heardOf(c), "a feed reading the stream's history reported")
@@ -421,18 +421,18 @@ func TestCatchingUpHoldsNobody(t *testing.T) {
 }
 
 // openBusWithHeld is openBusWith with the hub's deliveries held from the
-// start (until the test ends).
-func openBusWithHeld(t *testing.T, cfg Config) (*Bus, *fedHub) {
+// start, until release is called or the test ends.
+func openBusWithHeld(t *testing.T, cfg Config) (b *Bus, hub *fedHub, release func()) {
 	t.Helper()
-	hub := &fedHub{}
-	release := hub.hold(t)
+	hub = &fedHub{}
+	release = hub.hold(t)
 	cfg.Stream, cfg.DuplicateWindow = "EVENTSRV", time.Minute
 	b, err := Open(cfg, hub)
 	require.NoError(t, err)
 	t.Cleanup(b.Close)
 	t.Cleanup(release) // first: the feed waits in Deliver
 	require.Eventually(t, func() bool { return b.Ready() == nil }, 30*time.Second, 10*time.Millisecond, "the bus is not ready")
-	return b, hub
+	return b, hub, release
 }
 
 // publishTimed publishes an event named "a" with data through b, requires

@@ -35,7 +35,7 @@ import (
 // the kept-back messages follow, and once a live message is next again the
 // consumer stops. A gap with nothing after it (the last message lost, then
 // silence) is found by the watch: the stream's last sequence is ahead of a
-// feed that has not moved since the last look.
+// feed that has not moved for a watch interval.
 //
 // The nonce is the stream's, chosen by whoever creates it: a stream deleted
 // and created anew republishes on another subject, so an instance never
