@@ -496,7 +496,11 @@ func (b *Bus) follow(ctx context.Context) error {
 	if fed < info.State.LastSeq {
 		f.want("the feed starts behind the stream")
 	}
-	b.notReady.Store(nil)
+	if reason := quorumLost(info.Cluster); reason != "" {
+		b.setNotReady(reason)
+	} else {
+		b.notReady.Store(nil)
+	}
 	b.log.Info("following the NATS stream", "stream", b.cfg.Stream, "epoch", epoch,
 		"first", info.State.FirstSeq, "last", info.State.LastSeq)
 	t := time.NewTicker(watchInterval)
@@ -627,7 +631,16 @@ func (b *Bus) watch(ctx context.Context, stream jetstream.Stream, epoch uint64) 
 
 // quorumLost says why a replicated stream cannot take publishes, or "":
 // no leader, or fewer replicas online than a majority. (A node that has
-// lost its peers still answers stream info from its own state.)
+// lost its peers still answers stream info from its own state, for up to
+// 10 s before its leader steps down.) A replica is online when the leader
+// heard from it lately: Active is the time since, and 0 when it never did
+// (nats-server reports an unseen peer so), which is not online. Offline is
+// only set when the server learns of a peer's shutdown, which may never
+// come.
+// replicaSeenWithin is how lately a replica's leader must have heard from
+// it: a raft leader sends a heartbeat every second.
+const replicaSeenWithin = 5 * time.Second
+
 func quorumLost(c *jetstream.ClusterInfo) string {
 	if c == nil {
 		return "" // not clustered
@@ -637,7 +650,7 @@ func quorumLost(c *jetstream.ClusterInfo) string {
 	}
 	online := 1 // the leader
 	for _, r := range c.Replicas {
-		if !r.Offline && r.Active < 5*time.Second {
+		if !r.Offline && r.Active > 0 && r.Active < replicaSeenWithin {
 			online++
 		}
 	}

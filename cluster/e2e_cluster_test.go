@@ -396,6 +396,9 @@ func TestE2EQuorumLost(t *testing.T) {
 			t.Errorf("%s: /readyz is %s %v after 2 of 3 NATS nodes went down, not 503 with a reason", in.name, last[in.name], time.Since(downAt).Round(time.Millisecond))
 		}
 	}
+	if len(notReady) < 3 {
+		t.Logf("the stream as the node left (%s) tells it: %s", c.Node(sl).Name(), streamInfoOf(c.Node(sl).URL()))
+	}
 	r := l.newEvent("order.created")
 	a := post(client, f.get(0), "quorum-last", r.name, dataOf(r.n))
 	assert.Equal(t, http.StatusServiceUnavailable, a.status, "still no quorum: %s", a)
@@ -777,4 +780,19 @@ func TestE2EFeedBehindLimits(t *testing.T) {
 				s.label, s.home, len(missed), seqRanges(missed), len(inits), inits)
 		}
 	}
+}
+
+// streamInfoOf is the tests' stream's info, as the NATS server at url
+// answers, for a failure's log.
+func streamInfoOf(url string) string {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return err.Error()
+	}
+	defer nc.Close()
+	msg, err := nc.Request("$JS.API.STREAM.INFO."+stream, nil, 2*time.Second)
+	if err != nil {
+		return err.Error()
+	}
+	return string(msg.Data)
 }
