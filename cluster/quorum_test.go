@@ -12,7 +12,9 @@ import (
 // from it lately; one never heard from (Active 0), one heard from long ago,
 // and one known to be shut down do not.
 func TestQuorumLost(t *testing.T) {
-	seen := func(d time.Duration) *jetstream.PeerInfo { return &jetstream.PeerInfo{Name: "r", Current: true, Active: d} }
+	seen := func(d time.Duration) *jetstream.PeerInfo {
+		return &jetstream.PeerInfo{Name: "r", Current: true, Active: d}
+	}
 	off := &jetstream.PeerInfo{Name: "r", Offline: true, Active: time.Millisecond}
 	for _, tc := range []struct {
 		name string
