@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"encoding/json"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"eventsrv/history"
+	"eventsrv/internal/jsonvalid"
 )
 
 // An instance's feed has two sources. Live: the stream republishes every
@@ -177,7 +177,7 @@ func (f *feed) feedLocked(seq uint64, subject, prefix string, data []byte) {
 	}
 	id := history.ID{Epoch: f.epoch, Seq: seq}
 	name, ok := Name(prefix, subject)
-	if !ok || !json.Valid(data) {
+	if !ok || !jsonvalid.Valid(data) {
 		// Not published by eventsrv: passed over, which loses nothing.
 		f.b.quiet.Log(f.b.log, slog.LevelWarn, "skipped a message of the NATS stream that eventsrv did not publish", "seq", seq)
 		f.b.hub.Skip(id)

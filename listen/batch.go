@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"eventsrv/internal/jsonhttp"
+	"eventsrv/internal/jsonvalid"
 )
 
 // POST /events publishes a batch: a JSON array of POST /event bodies, in
@@ -104,7 +105,7 @@ const batchHint = `; send [{"event":"<name>","data":<any JSON>}, ...]`
 // Data is a copy, not a slice of body, so that a kept event does not keep
 // its whole batch in memory.
 //
-// A valid body is checked once (json.Valid) and then cut into events by a
+// A valid body is checked once (jsonvalid.Valid) and then cut into events by a
 // scan that relies on that check, which costs a fraction of decoding each
 // event into a map as ParseEvent does (FuzzParseBatch holds the two to the
 // same results); an invalid one is decoded again, slowly, to say where.
@@ -112,7 +113,7 @@ func ParseBatch(body []byte, maxEvents int, maxEventBytes int64) ([]Event, error
 	if !utf8.Valid(body) {
 		return nil, batchErr(ErrInvalidBody, "the body is not valid UTF-8")
 	}
-	if !json.Valid(body) {
+	if !jsonvalid.Valid(body) {
 		return nil, batchSyntaxError(body, maxEvents, maxEventBytes)
 	}
 	i := skipSpace(body, 0)
@@ -187,7 +188,7 @@ func batchSyntaxError(body []byte, maxEvents int, maxEventBytes int64) error {
 	return batchErr(ErrInvalidBody, "the body has more after its array")
 }
 
-// scanEvent is parseEvent for one element of a batch that json.Valid has
+// scanEvent is parseEvent for one element of a batch that jsonvalid.Valid has
 // accepted, without decoding it into a map: it finds the object's keys
 // and the ends of their values. As with ParseEvent, keys match exactly
 // once unescaped, and a repeated key keeps its last value.
