@@ -49,9 +49,19 @@ func Subject(prefix, name string) string {
 // for any other subject (one published to the stream by something else),
 // including one whose name would not be UTF-8.
 func Name(prefix, subject string) (name string, ok bool) {
-	token, found := strings.CutPrefix(subject, prefix+".")
-	if !found || token == "" {
+	if len(subject) < len(prefix)+2 || subject[len(prefix)] != '.' || !strings.HasPrefix(subject, prefix) {
 		return "", false
+	}
+	token := subject[len(prefix)+1:]
+	if !strings.ContainsRune(token, '%') {
+		// Nothing escaped, as most names: the name is the token, if every
+		// byte is one that a token keeps.
+		for i := 0; i < len(token); i++ {
+			if !kept(token[i]) {
+				return "", false
+			}
+		}
+		return token, true
 	}
 	var b strings.Builder
 	b.Grow(len(token))
