@@ -87,6 +87,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	var queues queue.Broker
 	var shared *jsqueue.Broker
 	if cfg.clustered() {
+		tuneGC(true, log)
 		shared = jsqueue.New(jsqueue.Options{Stream: cfg.NATSStream, Replicas: cfg.NATSReplicas,
 			MaxTasks: cfg.QueueMaxTasks, MaxQueues: cfg.QueueMaxQueues, OfferTimeout: cfg.OfferTimeout,
 			TaskTimeout: cfg.TaskTimeout, PublishTimeout: cfg.NATSPublishTimeout, Log: log})
