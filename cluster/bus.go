@@ -691,8 +691,21 @@ func (b *Bus) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 	}
 	// Look first: instances that start together would otherwise all
 	// create the stream at once, and JetStream may leave identical
-	// creates unanswered until they time out.
+	// creates unanswered until they time out. One that loses the race to
+	// create it (another instance's has another live subject) looks again.
 	s, err := b.js.Stream(ctx, b.cfg.Stream)
+	if err != nil && errors.Is(err, jetstream.ErrStreamNotFound) {
+		create, cancelCreate := context.WithTimeout(ctx, 2*time.Second)
+		defer cancelCreate()
+		if s, err = b.js.CreateStream(create, cfg); err == nil {
+			b.log.Info("NATS stream created", "stream", b.cfg.Stream, "replicas", cfg.Replicas)
+			return s, nil
+		}
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return nil, fmt.Errorf("create stream %s: %w", b.cfg.Stream, err)
+		}
+		s, err = b.js.Stream(ctx, b.cfg.Stream)
+	}
 	switch {
 	case err == nil && sameLimits(s.CachedInfo().Config, cfg):
 		return s, nil
@@ -705,16 +718,9 @@ func (b *Bus) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 		}
 		b.log.Info("NATS stream limits updated", "stream", b.cfg.Stream)
 		return s, nil
-	case !errors.Is(err, jetstream.ErrStreamNotFound):
+	default:
 		return nil, fmt.Errorf("look stream %s up: %w", b.cfg.Stream, err)
 	}
-	create, cancelCreate := context.WithTimeout(ctx, 2*time.Second)
-	defer cancelCreate()
-	if s, err = b.js.CreateStream(create, cfg); err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", b.cfg.Stream, err)
-	}
-	b.log.Info("NATS stream created", "stream", b.cfg.Stream, "replicas", cfg.Replicas)
-	return s, nil
 }
 
 // sameLimits reports whether a stream's configuration has what eventsrv
