@@ -629,6 +629,10 @@ func (b *Bus) watch(ctx context.Context, stream jetstream.Stream, epoch uint64) 
 	return nil
 }
 
+// replicaSeenWithin is how lately a replica's leader must have heard from
+// it: a raft leader sends a heartbeat every second.
+const replicaSeenWithin = 5 * time.Second
+
 // quorumLost says why a replicated stream cannot take publishes, or "":
 // no leader, or fewer replicas online than a majority. (A node that has
 // lost its peers still answers stream info from its own state, for up to
@@ -637,10 +641,6 @@ func (b *Bus) watch(ctx context.Context, stream jetstream.Stream, epoch uint64) 
 // (nats-server reports an unseen peer so), which is not online. Offline is
 // only set when the server learns of a peer's shutdown, which may never
 // come.
-// replicaSeenWithin is how lately a replica's leader must have heard from
-// it: a raft leader sends a heartbeat every second.
-const replicaSeenWithin = 5 * time.Second
-
 func quorumLost(c *jetstream.ClusterInfo) string {
 	if c == nil {
 		return "" // not clustered
@@ -694,7 +694,7 @@ func (b *Bus) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 	// creates unanswered until they time out. One that loses the race to
 	// create it (another instance's has another live subject) looks again.
 	s, err := b.js.Stream(ctx, b.cfg.Stream)
-	if err != nil && errors.Is(err, jetstream.ErrStreamNotFound) {
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		create, cancelCreate := context.WithTimeout(ctx, 2*time.Second)
 		defer cancelCreate()
 		if s, err = b.js.CreateStream(create, cfg); err == nil {

@@ -86,8 +86,8 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	// shares (started once the bus has its connection, below).
 	var queues queue.Broker
 	var shared *jsqueue.Broker
+	tuneGC(cfg.clustered(), log)
 	if cfg.clustered() {
-		tuneGC(true, log)
 		shared = jsqueue.New(jsqueue.Options{Stream: cfg.NATSStream, Replicas: cfg.NATSReplicas,
 			MaxTasks: cfg.QueueMaxTasks, MaxQueues: cfg.QueueMaxQueues, OfferTimeout: cfg.OfferTimeout,
 			TaskTimeout: cfg.TaskTimeout, PublishTimeout: cfg.NATSPublishTimeout, Log: log})
