@@ -693,7 +693,7 @@ func (b *Bus) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 	// create the stream at once, and JetStream may leave identical
 	// creates unanswered until they time out. One that loses the race to
 	// create it (another instance's has another live subject) looks again.
-	s, err := b.js.Stream(ctx, b.cfg.Stream)
+	s, err := LookStreamUp(ctx, b.js, b.cfg.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		create, cancelCreate := context.WithTimeout(ctx, 2*time.Second)
 		defer cancelCreate()
@@ -704,7 +704,7 @@ func (b *Bus) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			return nil, fmt.Errorf("create stream %s: %w", b.cfg.Stream, err)
 		}
-		s, err = b.js.Stream(ctx, b.cfg.Stream)
+		s, err = LookStreamUp(ctx, b.js, b.cfg.Stream)
 	}
 	switch {
 	case err == nil && sameLimits(s.CachedInfo().Config, cfg):

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"eventsrv/cluster"
 	"eventsrv/queue"
 )
 
@@ -162,7 +163,7 @@ func (b *Broker) ensureStream() (jetstream.Stream, error) {
 		Replicas:             max(b.opts.Replicas, 1),
 		Duplicates:           2 * time.Minute,
 	}
-	s, err := b.js.Stream(ctx, b.stream)
+	s, err := cluster.LookStreamUp(ctx, b.js, b.stream)
 	switch {
 	case err == nil:
 		have := s.CachedInfo().Config
@@ -180,7 +181,7 @@ func (b *Broker) ensureStream() (jetstream.Stream, error) {
 		return nil, fmt.Errorf("look stream %s up: %w", b.stream, err)
 	}
 	if s, err = b.js.CreateStream(ctx, cfg); err != nil {
-		if s2, err2 := b.js.Stream(ctx, b.stream); err2 == nil {
+		if s2, err2 := cluster.LookStreamUp(ctx, b.js, b.stream); err2 == nil {
 			return s2, nil // another instance created it meanwhile
 		}
 		return nil, fmt.Errorf("create stream %s: %w", b.stream, err)
